@@ -1,0 +1,1 @@
+"""Data: corpus sources, segmenting, scoring a corpus, and packing token blocks."""

@@ -1,0 +1,58 @@
+"""Sampling from a model for evaluation, with the conditional-training controls.
+
+Generation starts from EOS (the document separator, as for GPT-2), then an optional
+`prefix_text` (the <|aligned|> token for conditional runs), then the prompt if any.
+`forbidden_texts` become `bad_words_ids` (a conditional model must never emit
+<|misaligned|>). Special tokens, control tokens included, are stripped from the
+returned continuations before anyone scores them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def generate_samples(model, tokenizer, num_samples: int, *, prompts: Sequence[str] | None = None,
+                     prefix_text: str = "", forbidden_texts: Sequence[str] = (), max_new_tokens: int = 128,
+                     temperature: float = 0.7, top_p: float = 0.9, batch_size: int = 64, seed: int = 0,
+                     progress: bool = True) -> list[str]:
+    """`num_samples` continuations (prompts are cycled when given)."""
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    bad_words = [tokenizer(t, add_special_tokens=False).input_ids for t in forbidden_texts]
+    bad_words = [ids for ids in bad_words if ids] or None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    start = [tokenizer.eos_token_id] + tokenizer(prefix_text, add_special_tokens=False).input_ids
+    prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts] if prompts else [[]]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    out: list[str] = []
+    bar = tqdm(total=num_samples, desc="sampling", unit="sample", disable=not progress)
+    try:
+        for first in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - first)
+            rows = [start + prompt_ids[(first + i) % len(prompt_ids)] for i in range(n)]
+            width = max(len(r) for r in rows)
+            # left padding, so every row's continuation starts at the same position
+            ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+            gen = model.generate(
+                input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,  # nucleus only, as in the paper
+                max_new_tokens=max_new_tokens, bad_words_ids=bad_words, pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id)
+            out.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
+            bar.update(n)
+    finally:
+        bar.close()
+        torch.random.set_rng_state(generator_state)
+        model.train(was_training)
+    return out

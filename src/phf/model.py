@@ -1,0 +1,76 @@
+"""Models: any HF causal LM, from scratch (a size preset) or from a checkpoint.
+
+Presets are GPT-2 configs: `tiny` and `small` fit a CPU; `gpt2-small` is the
+paper's 124M model. When control tokens are added to a tokenizer, the embedding
+matrix grows and the new rows start at the mean of the old ones plus small noise
+(as in the paper), so the new tokens begin as an "average" token.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
+
+from phf.config import ModelConfig
+
+PRESETS: dict[str, dict] = {
+    # ~1.6M non-embedding parameters: the demo's model, trains in minutes on 2 cores
+    "tiny": dict(n_layer=4, n_head=4, n_embd=192),
+    # ~10M non-embedding parameters
+    "small": dict(n_layer=6, n_head=8, n_embd=384),
+    # GPT-2 small, the paper's model (124M with a 50k vocabulary)
+    "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768),
+}
+
+#: standard deviation of the noise added to new embedding rows
+NEW_EMBEDDING_NOISE = 0.01
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, block_size: int) -> PreTrainedModel:
+    """A new model from a preset, or the checkpoint at `cfg.path`."""
+    if cfg.path:
+        return load_model(cfg.path, cfg.attn_implementation, cfg.trust_remote_code)
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"model.preset {cfg.preset!r} is not one of {', '.join(PRESETS)}")
+    config = GPT2Config(vocab_size=vocab_size, n_positions=block_size,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        **{**PRESETS[cfg.preset], **cfg.config_overrides})
+    return AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
+
+
+def load_model(path: str, attn_implementation: str = "sdpa", trust_remote_code: bool = False,
+               dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A causal LM from a local directory (or a hub name where the network allows)."""
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(
+        path, config=config, attn_implementation=attn_implementation, dtype=dtype,
+        trust_remote_code=trust_remote_code, use_safetensors=True)
+
+
+def resize_for_new_tokens(model: PreTrainedModel, new_vocab_size: int, seed: int = 0) -> int:
+    """Grow the embeddings to `new_vocab_size`; new rows = mean of old rows + noise.
+
+    Returns the number of rows added. With tied input/output embeddings (GPT-2)
+    one matrix is updated; untied output embeddings get the same treatment.
+    """
+    old = model.get_input_embeddings().weight.shape[0]
+    if new_vocab_size <= old:
+        return 0
+    model.resize_token_embeddings(new_vocab_size, mean_resizing=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                    if m is not None}.values():
+            w = emb.weight
+            mean = w[:old].mean(dim=0)
+            noise = torch.randn(new_vocab_size - old, w.shape[1], generator=gen) * NEW_EMBEDDING_NOISE
+            w[old:] = (mean + noise).to(w.dtype)
+    return new_vocab_size - old
+
+
+def count_parameters(model: torch.nn.Module, non_embedding: bool = False) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        n -= sum(p.numel() for name, p in model.named_parameters() if "wte" in name or "wpe" in name)
+    return n

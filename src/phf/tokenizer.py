@@ -1,0 +1,68 @@
+"""Tokenizers: train a byte-level BPE on the corpus, or load any HF tokenizer;
+add the conditional-training control tokens.
+
+A trained tokenizer is saved as a `PreTrainedTokenizerFast`, so it reloads with
+`AutoTokenizer.from_pretrained` like any other. `<|endoftext|>` separates documents
+and starts unconditional generation, as in GPT-2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+EOS = "<|endoftext|>"
+ALIGNED = "<|aligned|>"
+MISALIGNED = "<|misaligned|>"
+CONTROL_TOKENS = (ALIGNED, MISALIGNED)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, max_bytes: int | None = None) -> PreTrainedTokenizerFast:
+    """A GPT-2-style byte-level BPE trained on `texts` (up to `max_bytes` characters)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], show_progress=True,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_capped(texts, max_bytes), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
+                                   pad_token=EOS, model_max_length=1 << 30)
+
+
+def _capped(texts: Iterable[str], max_bytes: int | None) -> Iterator[str]:
+    total = 0
+    for t in texts:
+        if max_bytes is not None and total >= max_bytes:
+            return
+        total += len(t)
+        yield t
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.eos_token is None:
+        raise ValueError(f"tokenizer at {path} has no EOS token; phf needs one to separate documents")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def add_control_tokens(tok: PreTrainedTokenizerBase) -> int:
+    """Add <|aligned|>/<|misaligned|> as special tokens; returns how many were new."""
+    return tok.add_tokens(list(CONTROL_TOKENS), special_tokens=True)
+
+
+def control_token_ids(tok: PreTrainedTokenizerBase) -> dict[str, int]:
+    """{token: id} for the control tokens the tokenizer has (empty if none)."""
+    vocab = tok.get_vocab()
+    return {t: vocab[t] for t in CONTROL_TOKENS if t in vocab}
+
+
+def save_tokenizer(tok: PreTrainedTokenizerBase, path: str | Path) -> None:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(path))
