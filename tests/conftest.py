@@ -15,3 +15,20 @@ def _one_thread():
     # machine two spinning threads can slow small matmuls by orders of magnitude
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def code_texts():
+    """Real Python source: a few standard-library modules."""
+    from phf.config import DataConfig
+    from phf.data.sources import iter_documents
+
+    return [d["text"] for d in iter_documents(DataConfig(source="stdlib", max_bytes=400_000))]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(code_texts):
+    """A real byte-level BPE, trained on real code (small vocabulary, trains in ~1 s)."""
+    from phf.tokenizer import train_tokenizer
+
+    return train_tokenizer(code_texts, vocab_size=512)
