@@ -8,6 +8,7 @@ under phf's configs such as `tasks/pep8`) and dotted overrides (`key.sub=value`)
     phf eval   runs/cond
     phf report runs/mle runs/cond -o runs/report.md
     phf demo
+    phf sweep --task pep8
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def config_from(settings: list[str], base: list[str] = ()) -> Config:
 
 
 def cmd_score(args) -> int:
+    from dataclasses import asdict
+
     from phf.data.scoring import score_corpus
     from phf.data.sources import SourceStats, iter_documents
 
@@ -46,9 +49,13 @@ def cmd_score(args) -> int:
     docs = iter_documents(cfg.data, stats, on_bad=args.on_bad_record)
     # the summary counts segments above the task's conditional-training threshold
     threshold = float(cfg.task.thresholds.get("conditional", 0.0))
+    # a rerun of the same command continues the output; the source identifies "the same"
+    source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers")}
     summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,
-                           num_workers=args.workers or cfg.data.num_workers, threshold=threshold)
-    report = {"output": str(out), **summary.to_dict(), "source_skipped": stats.skipped}
+                           num_workers=args.workers or cfg.data.num_workers, threshold=threshold,
+                           time_limit=args.time_limit or None, resume=not args.restart, source=source)
+    report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
+              "source_read": stats.read, "source_skipped": stats.skipped}
     Path(str(out) + ".summary.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0
@@ -88,9 +95,20 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from phf.demo import run_demo
+    from phf.sweep import DEMO_OBJECTIVES, run_sweep
 
-    run_demo(task=args.task, out_dir=args.out, overrides=args.settings)
+    run_sweep(task=args.task, out_dir=args.out, objectives=DEMO_OBJECTIVES, overrides=args.settings,
+              title=f"phf demo: {args.task}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from phf.sweep import ALL_OBJECTIVES, run_sweep
+
+    objectives = tuple(args.objectives.split(",")) if args.objectives else ALL_OBJECTIVES
+    run_sweep(task=args.task, out_dir=args.out or f"runs/sweep-{args.task}", objectives=objectives,
+              finetune=None if args.finetune == "none" else args.finetune, overrides=args.settings,
+              model=args.model, scale=None if args.scale == "none" else args.scale)
     return 0
 
 
@@ -110,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-j", "--workers", type=int, help="scoring processes (default: all cores)")
     s.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
                    help="what to do with a record that cannot be read (default: error)")
+    s.add_argument("--time-limit", type=float, default=120.0, metavar="SECONDS",
+                   help="per-document scoring time limit; a document over it is a counted failure "
+                   "(default: 120; 0: none)")
+    s.add_argument("--restart", action="store_true",
+                   help="start over instead of continuing an existing output file")
     s.set_defaults(fn=cmd_score)
 
     t = sub.add_parser("train", help="train a model on a scored corpus with an objective",
@@ -140,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--task", default="pep8", help="task config name (default: pep8)")
     d.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     d.set_defaults(fn=cmd_demo)
+
+    w = sub.add_parser("sweep", help="every objective on one task under one token budget, plus finetuning",
+                       description="Train and evaluate each objective on the task under the same token budget, "
+                       "plus MLE pretraining followed by finetuning with a feedback objective (same total "
+                       "budget), and write the report. Finished runs are skipped when rerun.")
+    w.add_argument("settings", nargs="*", help="overrides, e.g. training.num_tokens=500000")
+    w.add_argument("--task", default="pep8", help="task config name (default: pep8)")
+    w.add_argument("--objectives", help="comma-separated (default: all six)")
+    w.add_argument("--finetune", default="conditional",
+                   help="objective for the finetuning row, or 'none' (default: conditional)")
+    w.add_argument("--model", default="tiny", help="model config name (default: tiny)")
+    w.add_argument("--scale", default="demo", help="scale config applied on top, or 'none' (default: demo)")
+    w.add_argument("--out", help="output directory (default: runs/sweep-TASK)")
+    w.set_defaults(fn=cmd_sweep)
     return p
 
 
