@@ -21,7 +21,15 @@ $(BIN)/phf: pyproject.toml
 
 install: $(BIN)/phf
 
+# the prose tasks' offline corpora (see phf.data.prose_corpora)
+CORPUS_toxicity := fortunes
+CORPUS_pii := debian-docs
+
 demo: $(BIN)/phf
+ifneq ($(TASK),pep8)
+	test -s runs/corpora/$(CORPUS_$(TASK)).jsonl || \
+		$(BIN)/python -m phf.data.prose_corpora $(CORPUS_$(TASK)) runs/corpora/$(CORPUS_$(TASK)).jsonl --fetch
+endif
 	$(BIN)/phf demo --task $(TASK) --out runs/demo$(if $(filter-out pep8,$(TASK)),-$(TASK))
 
 test: $(BIN)/phf

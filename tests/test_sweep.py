@@ -21,6 +21,7 @@ def test_plan_gives_the_finetuning_row_the_same_total_budget():
 def test_task_specific_objective_configs_are_preferred():
     assert objective_config("awr", "pep8") == "objectives/awr-pep8"
     assert objective_config("rwr", "pep8") == "objectives/rwr"
+    assert objective_config("awr", "toxicity-demo") == "objectives/awr-toxicity"
 
 
 def test_sweep_runs_every_objective_and_skips_finished_runs(tmp_path, monkeypatch):

@@ -50,9 +50,22 @@ def plan(objectives: tuple[str, ...], finetune: str | None = None, finetune_frac
 
 
 def objective_config(objective: str, task: str) -> str:
-    """The task's reference config for an objective when there is one (awr-pep8), else the generic one."""
-    specific = f"objectives/{objective}-{task}"
-    return specific if (CONFIG_DIR / f"{specific}.yaml").exists() else f"objectives/{objective}"
+    """The task's reference config for an objective when there is one (awr-pep8), else the generic one.
+
+    `task` is a task config name; its scale suffix is ignored ("toxicity-demo" -> toxicity).
+    """
+    for name in (task, task.split("-")[0]):
+        specific = f"objectives/{objective}-{name}"
+        if (CONFIG_DIR / f"{specific}.yaml").exists():
+            return specific
+    return f"objectives/{objective}"
+
+
+def task_config(task: str, scale: str | None) -> str:
+    """tasks/<task>-<scale> when the task has a config for that scale (toxicity-demo), else tasks/<task>."""
+    if scale and (CONFIG_DIR / "tasks" / f"{task}-{scale}.yaml").exists():
+        return f"tasks/{task}-{scale}"
+    return f"tasks/{task}"
 
 
 class _Timer:
@@ -71,7 +84,7 @@ class _Timer:
 
 def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (), model: str = "tiny",
                scale: str | None = "demo") -> Config:
-    files = [f"tasks/{task}", objective_config(run.objective, task), f"models/{model}"]
+    files = [task_config(task, scale), objective_config(run.objective, task), f"models/{model}"]
     base = load_config(files + ([scale] if scale else []), overrides)
     extra = [f"data.scored_path={out_dir / 'scored.jsonl'}",
              f"training.output_dir={out_dir / run.name}",
