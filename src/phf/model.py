@@ -8,10 +8,12 @@ matrix grows and the new rows start at the mean of the old ones plus small noise
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
 
-from phf.config import ModelConfig
+from phf.config import ModelConfig, looks_local
 
 PRESETS: dict[str, dict] = {
     # ~1.6M non-embedding parameters: the demo's model, trains in minutes on 2 cores
@@ -22,6 +24,9 @@ PRESETS: dict[str, dict] = {
     "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768),
 }
 
+#: weight files that are Python pickles (loading one can run code)
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
 #: standard deviation of the noise added to new embedding rows
 NEW_EMBEDDING_NOISE = 0.01
 
@@ -29,7 +34,7 @@ NEW_EMBEDDING_NOISE = 0.01
 def build_model(cfg: ModelConfig, vocab_size: int, block_size: int) -> PreTrainedModel:
     """A new model from a preset, or the checkpoint at `cfg.path`."""
     if cfg.path:
-        return load_model(cfg.path, cfg.attn_implementation, cfg.trust_remote_code)
+        return load_model(cfg.path, cfg.attn_implementation, cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     if cfg.preset not in PRESETS:
         raise ValueError(f"model.preset {cfg.preset!r} is not one of {', '.join(PRESETS)}")
     config = GPT2Config(vocab_size=vocab_size, n_positions=block_size,
@@ -40,12 +45,27 @@ def build_model(cfg: ModelConfig, vocab_size: int, block_size: int) -> PreTraine
 
 
 def load_model(path: str, attn_implementation: str = "sdpa", trust_remote_code: bool = False,
-               dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """A causal LM from a local directory (or a hub name where the network allows)."""
+               dtype: torch.dtype = torch.float32, allow_pickle: bool = False) -> PreTrainedModel:
+    """A causal LM from a local directory (or a hub name where the network allows).
+
+    Weights load from safetensors only: a checkpoint with nothing but pickled weights
+    (`pytorch_model.bin`) is refused, because unpickling can run code, unless
+    `allow_pickle` (then transformers reads it with `torch.load(weights_only=True)`).
+    """
+    local = Path(path).expanduser()
+    if not local.exists() and looks_local(path):
+        raise FileNotFoundError(f"{path}: model directory not found")
+    if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
+        pickled = sorted(p.name for pattern in PICKLE_PATTERNS for p in local.glob(pattern))
+        if pickled:
+            raise ValueError(
+                f"{path}: only pickled weights ({', '.join(pickled)}), no safetensors; phf does not unpickle "
+                "files by default because that can run code. Convert the checkpoint (load it once where you "
+                "trust it and save_pretrained), or set model.allow_pickle=true if you trust its source")
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     return AutoModelForCausalLM.from_pretrained(
         path, config=config, attn_implementation=attn_implementation, dtype=dtype,
-        trust_remote_code=trust_remote_code, use_safetensors=True)
+        trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
 
 
 def resize_for_new_tokens(model: PreTrainedModel, new_vocab_size: int, seed: int = 0) -> int:

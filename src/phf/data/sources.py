@@ -24,25 +24,69 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from phf.config import DataConfig
+from phf.config import DataConfig, looks_local
 
 log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
-    """Bad input, with the file, line or record and the field it concerns."""
+    """Bad input, with the file, line or record and the field it concerns.
+
+    `reason` is a short, stable category ("malformed JSON", "not UTF-8", ...) under
+    which a skipped record is counted; the message has the details.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+#: skipped records logged per reason; the rest are only counted (a corpus of
+#: billions of records must not flood the log)
+LOG_SKIPS_PER_REASON = 10
 
 
 @dataclass
 class SourceStats:
-    """What a source read and what it skipped, by reason."""
+    """What a source read and what it skipped, by reason.
+
+    Every record the source looked at is either read or skipped:
+    `records_in == read + sum(skipped.values())`.
+    """
 
     read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
-    def skip(self, reason: str, where: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        log.warning("skipped %s: %s", where, reason)
+    def skip(self, reason: str, where: str, detail: str | None = None) -> None:
+        n = self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if n <= LOG_SKIPS_PER_REASON:
+            log.warning("skipped %s: %s%s", where, detail or reason,
+                        " (further skips for this reason are only counted)" if n == LOG_SKIPS_PER_REASON else "")
+
+    @property
+    def records_in(self) -> int:
+        return self.read + sum(self.skipped.values())
+
+    def to_dict(self) -> dict:
+        return {"records_in": self.records_in, "read": self.read, "skipped": dict(self.skipped)}
+
+
+def bad_record(error: DataError, on_bad: str, stats: SourceStats, where: str) -> None:
+    """Apply the bad-record policy: raise under "error", count under "skip"."""
+    if on_bad == "error":
+        raise error
+    if on_bad != "skip":
+        raise ValueError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
+    stats.skip(error.reason, where, str(error))
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (a lone surrogate from a JSON escape), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"lone surrogate {text[e.start]!r} at character {e.start}"
+    return None
 
 
 def stdlib_dir() -> Path:
@@ -50,6 +94,8 @@ def stdlib_dir() -> Path:
 
 
 def _files(root: Path, pattern: str, exclude: tuple[str, ...] = ()) -> list[Path]:
+    if not root.exists():
+        raise DataError(f"{root}: directory not found")
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     files = sorted(p for p in root.rglob(pattern)
@@ -61,14 +107,23 @@ def _files(root: Path, pattern: str, exclude: tuple[str, ...] = ()) -> list[Path
 
 def iter_files(root: Path, pattern: str, stats: SourceStats, on_bad: str = "skip",
                exclude: tuple[str, ...] = ()) -> Iterator[dict]:
-    for path in _files(root, pattern, exclude):
+    """Files as documents. An empty file (an `__init__.py`) is a counted skip, never an error.
+
+    A missing directory or one without matching files raises here, before any work.
+    """
+    return _read_files(_files(root, pattern, exclude), stats, on_bad)
+
+
+def _read_files(files: list[Path], stats: SourceStats, on_bad: str) -> Iterator[dict]:
+    for path in files:
         try:
             with open(path, encoding="utf-8", newline="") as f:
                 text = f.read()
         except UnicodeDecodeError as e:
-            if on_bad == "error":
-                raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
-            stats.skip("not UTF-8", str(path))
+            bad_record(DataError(f"{path}: not valid UTF-8 (byte {e.start})", "not UTF-8"), on_bad, stats, str(path))
+            continue
+        except OSError as e:
+            bad_record(DataError(f"{path}: cannot read ({e.strerror})", "unreadable file"), on_bad, stats, str(path))
             continue
         if not text.strip():
             stats.skip("empty document", str(path))
@@ -77,38 +132,68 @@ def iter_files(root: Path, pattern: str, stats: SourceStats, on_bad: str = "skip
 
 
 def iter_jsonl(path: Path, text_field: str, stats: SourceStats, on_bad: str = "error") -> Iterator[dict]:
-    if not path.exists():
+    """One document per JSON line. Blank lines and empty documents are counted skips."""
+    if not path.is_file():
         raise DataError(f"{path}: file not found")
+    return _read_jsonl(path, text_field, stats, on_bad)
+
+
+def _read_jsonl(path: Path, text_field: str, stats: SourceStats, on_bad: str) -> Iterator[dict]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
+            if not raw.strip():
+                stats.skip("blank line", where)
+                continue
             try:
-                record = json.loads(raw)
-                if not isinstance(record, dict):
-                    raise DataError(f"{where}: expected a JSON object")
+                record = parse_json_line(raw, where)
                 text = record.get(text_field)
                 if not isinstance(text, str):
-                    raise DataError(f"{where}: field {text_field!r} missing or not a string")
-            except (json.JSONDecodeError, UnicodeDecodeError, DataError) as e:
-                msg = e if isinstance(e, DataError) else f"{where}: malformed JSON ({e})"
-                if on_bad == "error":
-                    raise DataError(str(msg)) from None
-                stats.skip(str(msg).split(": ", 1)[1], where)
+                    raise DataError(f"{where}: field {text_field!r} missing or not a string",
+                                    f"field {text_field!r} missing or not a string")
+                if problem := utf8_problem(text):
+                    raise DataError(f"{where}: field {text_field!r} is not valid UTF-8 ({problem})", "not UTF-8")
+                meta = record.get("meta") or {}
+                if not isinstance(meta, dict):
+                    raise DataError(f"{where}: field 'meta' is not an object", "field 'meta' invalid")
+                if meta and (problem := utf8_problem(json.dumps(meta, ensure_ascii=False))):
+                    raise DataError(f"{where}: field 'meta' is not valid UTF-8 ({problem})", "not UTF-8")
+            except DataError as e:
+                bad_record(e, on_bad, stats, where)
                 continue
             if not text.strip():
                 stats.skip("empty document", where)
                 continue
-            meta = dict(record.get("meta") or {})
+            meta = dict(meta)
             meta.setdefault("path", str(path))
             meta.setdefault("line", lineno)
             yield {"text": text, "meta": meta}
 
 
+def parse_json_line(raw: bytes, where: str) -> dict:
+    """Parse one JSONL line into a dict, or raise DataError naming the line."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not valid UTF-8 (byte {e.start} of the line)", "not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: malformed JSON ({e})", "malformed JSON") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}", "not a JSON object")
+    return record
+
+
 def iter_hf_dataset(name: str, split: str = "train", streaming: bool = False):
-    """Rows of a `datasets` dataset: a save_to_disk directory, a data file, or a hub name."""
+    """Rows of a `datasets` dataset: a save_to_disk directory, a data file, or a hub name.
+
+    Only a name that is not a local path is looked up on the hub (a missing local
+    file is an error here, not a download attempt).
+    """
+    local = Path(name).expanduser()
+    if not local.exists() and looks_local(name):
+        raise DataError(f"{name}: file or directory not found")
     import datasets
 
-    local = Path(name)
     saved = ("dataset_info.json", "state.json", "dataset_dict.json")
     if local.is_dir() and any((local / f).exists() for f in saved):
         ds = datasets.load_from_disk(str(local))
@@ -123,17 +208,32 @@ def iter_hf_dataset(name: str, split: str = "train", streaming: bool = False):
     return datasets.load_dataset(name, split=split, streaming=streaming)
 
 
-def iter_hf(name: str, split: str, text_field: str, streaming: bool, stats: SourceStats) -> Iterator[dict]:
-    for i, record in enumerate(iter_hf_dataset(name, split, streaming)):
+def iter_hf(name: str, split: str, text_field: str, streaming: bool, stats: SourceStats,
+            on_bad: str = "error") -> Iterator[dict]:
+    return _read_hf(iter_hf_dataset(name, split, streaming), name, text_field, stats, on_bad)
+
+
+def _read_hf(rows, name: str, text_field: str, stats: SourceStats, on_bad: str) -> Iterator[dict]:
+    for i, record in enumerate(rows):
+        where = f"{name}[{i}]"
         text = record.get(text_field)
-        if not isinstance(text, str) or not text.strip():
-            stats.skip(f"field {text_field!r} missing or empty", f"{name}[{i}]")
+        if not isinstance(text, str):
+            bad_record(DataError(f"{where}: field {text_field!r} missing or not a string",
+                                 f"field {text_field!r} missing or not a string"), on_bad, stats, where)
+            continue
+        if not text.strip():
+            stats.skip("empty document", where)
             continue
         yield {"text": text, "meta": {"dataset": name, "index": i}}
 
 
 def iter_documents(cfg: DataConfig, stats: SourceStats | None = None, on_bad: str = "error") -> Iterator[dict]:
-    """Raw documents of the configured corpus, capped by max_documents / max_bytes."""
+    """Raw documents of the configured corpus, capped by max_documents / max_bytes.
+
+    A missing path raises here, before the first document is asked for. A bad record
+    raises DataError (naming file, line and field) under `on_bad="error"`, or is
+    counted in `stats` under `on_bad="skip"`.
+    """
     stats = stats if stats is not None else SourceStats()
     if cfg.source == "stdlib":
         # site-packages is not the standard library; test data dirs hold broken files on purpose
@@ -143,9 +243,13 @@ def iter_documents(cfg: DataConfig, stats: SourceStats | None = None, on_bad: st
     elif cfg.source == "jsonl":
         docs = iter_jsonl(Path(_need(cfg.path, "data.path")), cfg.text_field, stats, on_bad)
     elif cfg.source == "hf":
-        docs = iter_hf(_need(cfg.path, "data.path"), cfg.split, cfg.text_field, cfg.streaming, stats)
+        docs = iter_hf(_need(cfg.path, "data.path"), cfg.split, cfg.text_field, cfg.streaming, stats, on_bad)
     else:
         raise DataError(f"data.source {cfg.source!r} has no raw documents (use `phf train` on scored data)")
+    return _capped(docs, cfg, stats)
+
+
+def _capped(docs: Iterator[dict], cfg: DataConfig, stats: SourceStats) -> Iterator[dict]:
     total = 0
     for doc in docs:
         if cfg.max_documents is not None and stats.read >= cfg.max_documents:
