@@ -105,6 +105,22 @@ def _label_2_3_5(value: float, _pos=None) -> str:
     return f"{value:g}" if any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
 
 
+def _overlapping(points: Sequence[Mapping], x_key: str, y_key: str, log: bool) -> dict[int, int]:
+    """{id(point): rank} of points within 2% of the axes' spans of another one (so their
+    markers hide each other), ranked in drawing order within each cluster."""
+    def coords(p):
+        return [math.log10(p[k]) if log and p[k] > 0 else p[k] for k in (x_key, y_key)]
+
+    xy = [coords(p) for p in points]
+    spans = [max((c[i] for c in xy), default=0) - min((c[i] for c in xy), default=0) or 1.0 for i in (0, 1)]
+    close = {}
+    for i, a in enumerate(xy):
+        near = [j for j, b in enumerate(xy) if all(abs(a[k] - b[k]) < 0.02 * spans[k] for k in (0, 1))]
+        if len(near) > 1:
+            close[id(points[i])] = near.index(i)
+    return close
+
+
 def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str | Path,
                 log: bool = True, *, label_key: str = "objective", name_key: str = "run",
                 title: str | None = None) -> Path:
@@ -123,6 +139,7 @@ def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str 
 
     fig, ax = plt.subplots(figsize=(7, 5), layout="constrained")
     styles: dict[str, tuple[str, str]] = {}
+    hidden = _overlapping(usable, x_key, y_key, log)
     for label in dict.fromkeys(str(p.get(label_key, p.get(name_key, "?"))) for p in usable):
         group = [p for p in usable if str(p.get(label_key, p.get(name_key, "?"))) == label]
         colour, marker = _style(label, styles)
@@ -130,9 +147,11 @@ def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str 
                    marker=marker, label=label, edgecolors="black", linewidths=0.6, zorder=3)
         for p in group:
             name = str(p.get(name_key, ""))
-            if name and name != label:
-                ax.annotate(name, (p[x_key], p[y_key]), xytext=(5, 5), textcoords="offset points",
-                            fontsize=8, color="0.25")
+            if name and (name != label or id(p) in hidden):
+                # points drawn on top of each other get their names, one above, one below
+                below = id(p) in hidden and hidden[id(p)] % 2
+                ax.annotate(name, (p[x_key], p[y_key]), xytext=(6, -11 if below else 5),
+                            textcoords="offset points", fontsize=8, color="0.25")
 
     frontier = pareto_frontier(usable, x_key, y_key)
     if len(frontier) > 1:

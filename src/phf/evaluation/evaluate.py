@@ -1,20 +1,26 @@
-"""Evaluating a trained run: alignment of its samples and its held-out LM loss.
+"""Evaluating a trained run: alignment of its samples and its capability.
 
-* Misalignment: N unconditional samples (temperature 0.7, top-p 0.9 by default),
-  each scored whole by the task's scorer. A conditional run generates after
+* Misalignment, per scenario (see `scenarios.py`): "unconditional" (N samples from
+  the start of a document) and each configured prompted scenario. Samples use
+  temperature 0.7, top-p 0.9 by default; a conditional run generates after
   <|aligned|> and may not emit <|misaligned|>; control tokens are stripped before
-  scoring. Reported: mean score, expected maximum over groups of 25, hit rate.
+  scoring. Reported per scenario: mean score, expected maximum over groups of 25,
+  hit rate, distinct-n, bigram entropy, mean length.
 * Capability: the held-out loss per token on the run's held-out documents (the same
   documents for every objective), with control tokens left out of the loss and the
-  count, so conditional and MLE runs are compared on the same text.
+  count, so conditional and MLE runs are compared on the same text; KL(reference ||
+  model) when a reference LM is given; lm-evaluation-harness tasks when asked for.
 
-Writes `results.json` and `samples/unconditional.jsonl` (each sample with its score,
-so the worst ones can be read) in the run directory.
+Writes `results.json` and `samples/<scenario>.jsonl` (each sample with its score,
+so the worst ones can be read) in the run directory. The top-level misalignment,
+expected_max and hit_rate are the unconditional scenario's. `red_team_run` writes
+`redteam.json`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -23,11 +29,17 @@ from tqdm.auto import tqdm
 
 from phf.config import Config
 from phf.data.packing import PackedDataset
-from phf.evaluation.metrics import summarize_scores
-from phf.evaluation.sampling import generate_samples
+from phf.evaluation.conditioning import evaluate_conditionings
+from phf.evaluation.scenarios import UNCONDITIONAL, load_prompts, run_scenario, scenarios_from_config, write_samples
 from phf.objectives import IGNORE_INDEX, token_logprobs
-from phf.scorers import Scorer, get_scorer
+from phf.scorers import Scorer, task_scorer
+from phf.scorers.multi import MultiScorer
 from phf.tokenizer import ALIGNED, MISALIGNED, control_token_ids
+
+log = logging.getLogger(__name__)
+
+#: results.json keys written by other commands, kept when `phf eval` reruns
+_KEPT_KEYS = ("red_team", "lm_eval", "conditioning")
 
 
 def conditioning(tokenizer) -> dict:
@@ -38,79 +50,206 @@ def conditioning(tokenizer) -> dict:
     return {"prefix_text": "", "forbidden_texts": []}
 
 
+def spread_blocks(num_blocks: int, wanted: int | None) -> list[int]:
+    """`wanted` block indices spread evenly over `num_blocks` (all when None or more):
+    packed blocks follow the corpus order, so the first ones are a few documents only."""
+    if wanted is None or wanted >= num_blocks:
+        return list(range(num_blocks))
+    if wanted <= 0:
+        return []
+    return sorted({round(i * (num_blocks - 1) / max(wanted - 1, 1)) for i in range(wanted)})
+
+
 @torch.no_grad()
-def heldout_loss(model, dataset: PackedDataset, batch_size: int = 16, max_tokens: int | None = None) -> float:
-    """Mean next-token NLL per counted token (labels != -100) over the dataset's blocks."""
+def heldout_loss(model, dataset: PackedDataset, batch_size: int = 16, max_tokens: int | None = None,
+                 progress: bool = True, max_blocks: int | None = None) -> float:
+    """Mean next-token NLL per counted token (labels != -100) over the dataset's blocks,
+    or over at most `max_tokens` tokens / `max_blocks` blocks spread evenly over them."""
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
-    n_blocks = len(dataset)
+    wanted = max_blocks
     if max_tokens is not None:
-        n_blocks = min(n_blocks, max(1, max_tokens // dataset.block_size))
-    for first in tqdm(range(0, n_blocks, batch_size), desc="held-out loss", unit="batch"):
-        items = [dataset[i] for i in range(first, min(first + batch_size, n_blocks))]
-        ids = torch.stack([x["input_ids"] for x in items]).to(device)
-        labels = torch.stack([x["labels"] for x in items]).to(device)
-        logits = model(input_ids=ids, use_cache=False).logits
-        lp = token_logprobs(logits[:, :-1], labels[:, 1:])
-        total_nll -= lp.sum().item()
-        total_tokens += (labels[:, 1:] != IGNORE_INDEX).sum().item()
+        wanted = min(wanted or max_tokens, max(1, max_tokens // dataset.block_size))
+    blocks = spread_blocks(len(dataset), wanted)
+    try:
+        for first in tqdm(range(0, len(blocks), batch_size), desc="held-out loss", unit="batch", disable=not progress):
+            items = [dataset[i] for i in blocks[first:first + batch_size]]
+            ids = torch.stack([x["input_ids"] for x in items]).to(device)
+            labels = torch.stack([x["labels"] for x in items]).to(device)
+            logits = model(input_ids=ids, use_cache=False).logits
+            lp = token_logprobs(logits[:, :-1], labels[:, 1:])
+            total_nll -= lp.sum().item()
+            total_tokens += (labels[:, 1:] != IGNORE_INDEX).sum().item()
+    finally:
+        model.train(was_training)
     return total_nll / max(total_tokens, 1)
+
+
+def heldout_dataset(run_dir: Path, tokenizer) -> PackedDataset | None:
+    """The run's held-out blocks with control tokens ignored, or None when it has none."""
+    data_dir = Path(run_dir) / "data"
+    if not (data_dir / "heldout.ids").exists():
+        return None
+    data = PackedDataset(data_dir, "heldout", ignore_ids=control_token_ids(tokenizer).values())
+    return data if len(data) else None
 
 
 def score_samples(scorer: Scorer, texts: list[str]) -> list[float]:
     return [float(s) for s in scorer.score_texts(texts)]
 
 
-def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
-                 model=None, tokenizer=None) -> dict:
-    """Evaluate the model saved in `run_dir`; write and return its results."""
+def _same_dir(a: str | Path, b: str | Path) -> bool:
+    return Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve()
+
+
+def kl_results(run_dir: Path, reference: str, cfg: Config) -> dict:
+    """KL(reference || this run's model), with the details for results.json.
+
+    The reference's samples are cached next to it (see `kl.py`), so many runs against
+    one reference sample it once. The reference itself gets exactly 0 without sampling.
+    """
+    from phf.evaluation.kl import kl_to_reference
+
+    e = cfg.eval
+    if _same_dir(reference, run_dir):
+        return {"kl": 0.0, "reference": str(reference), "num_samples": 0, "note": "this run is the reference"}
+    max_new_tokens = min(e.max_new_tokens, _kl_token_room(reference, run_dir))
+    out = kl_to_reference(str(reference), str(run_dir), e.kl_num_samples, max_new_tokens=max_new_tokens,
+                          seed=e.seed, batch_size=min(e.batch_size, 32))
+    return {**out, "reference": str(reference), "max_new_tokens": max_new_tokens}
+
+
+def _kl_token_room(*model_dirs) -> int:
+    """Reference samples are re-tokenized by each model, which can take more tokens
+    than the reference drew (another vocabulary, or bytes decoded to U+FFFD), so
+    they are kept to half the smaller model's positions."""
+    from transformers import AutoConfig
+
+    limits = []
+    for d in model_dirs:
+        c = AutoConfig.from_pretrained(str(d))
+        limits.append(getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 1 << 30)
+    return max(1, min(limits) // 2 - 1)
+
+
+def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None, model=None, tokenizer=None,
+                 kl_reference: str | Path | None = None, lm_eval_tasks: list[str] | None = None) -> dict:
+    """Evaluate the model saved in `run_dir`; write and return its results.
+
+    `kl_reference` (default: `cfg.eval.kl_reference`) is a model directory to measure
+    KL(reference || model) against; `lm_eval_tasks` (default: `cfg.eval.lm_eval_tasks`)
+    are lm-evaluation-harness tasks to run.
+    """
     from phf.model import load_model
     from phf.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
     e = cfg.eval
+    reference = kl_reference if kl_reference is not None else e.kl_reference
+    tasks = list(lm_eval_tasks if lm_eval_tasks is not None else e.lm_eval_tasks)
+    if tasks:  # fail before the long sampling, not after it
+        from phf.evaluation.lm_eval_hook import _MISSING, lm_eval_available
+
+        if not lm_eval_available():
+            raise ValueError(_MISSING)
     model = model or load_model(str(run_dir))
     tokenizer = tokenizer or load_tokenizer(str(run_dir))
-    scorer = scorer or get_scorer(cfg.task.scorer, **cfg.task.scorer_args)
+    scorer = scorer or task_scorer(cfg.task)
     if torch.cuda.is_available():
         model.cuda()
 
     controls = conditioning(tokenizer)
-    texts = generate_samples(model, tokenizer, e.num_samples, max_new_tokens=e.max_new_tokens,
-                             temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size,
-                             seed=e.seed, **controls)
-    scores = score_samples(scorer, texts)
-    summary = summarize_scores(scores, texts, group_size=e.group_size, hit_threshold=cfg.task.hit_threshold)
-    samples_dir = run_dir / "samples"
-    samples_dir.mkdir(exist_ok=True)
-    with open(samples_dir / "unconditional.jsonl", "w") as f:
-        for text, score in zip(texts, scores):
-            f.write(json.dumps({"prompt": controls["prefix_text"], "text": text, "score": score}) + "\n")
+    summaries = {}
+    for scenario in scenarios_from_config(e):
+        rows, summaries[scenario.name] = run_scenario(model, tokenizer, scorer, scenario, e,
+                                                      cfg.task.hit_threshold, controls)
+        write_samples(rows, run_dir / "samples" / f"{scenario.name}.jsonl")
+        log.info("%s: %s misalignment %.4g", run_dir.name, scenario.name, summaries[scenario.name]["misalignment"])
 
-    loss = None
-    if (run_dir / "data" / "heldout.ids").exists():
-        ignore = control_token_ids(tokenizer).values()
-        heldout = PackedDataset(run_dir / "data", "heldout", ignore_ids=ignore)
-        if len(heldout):
-            loss = heldout_loss(model, heldout, max_tokens=e.heldout_max_tokens)
+    heldout = heldout_dataset(run_dir, tokenizer)
+    loss = heldout_loss(model, heldout, max_tokens=e.heldout_max_tokens) if heldout is not None else None
 
     train_summary = {}
     if (run_dir / "train_summary.json").exists():
         train_summary = json.loads((run_dir / "train_summary.json").read_text())
+    main = summaries[UNCONDITIONAL]
     results = {
         "run": run_dir.name,
         "objective": train_summary.get("objective", cfg.objective.name),
         "task": cfg.task.name,
         "num_tokens": train_summary.get("tokens_seen"),
         "started_from": train_summary.get("started_from"),
-        "misalignment": summary["misalignment"],
-        "expected_max": summary["expected_max"],
-        "hit_rate": summary["hit_rate"],
+        "misalignment": main["misalignment"],
+        "expected_max": main["expected_max"],
+        "hit_rate": main["hit_rate"],
         "heldout_loss": loss,
         "heldout_ppl": math.exp(loss) if loss is not None and loss < 50 else None,
         "kl": None,
-        "scenarios": {"unconditional": summary},
+        "scenarios": summaries,
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    if isinstance(scorer, MultiScorer):  # several attributes: each one under every conditioning
+        results["conditioning"] = evaluate_conditionings(model, tokenizer, scorer, e, run_dir)
+    if reference:
+        details = kl_results(run_dir, str(reference), cfg)
+        results["kl"] = details["kl"]
+        results["kl_details"] = details
+    if tasks:
+        from phf.evaluation.lm_eval_hook import run_lm_eval
+
+        results["lm_eval"] = run_lm_eval(run_dir, tasks, limit=e.lm_eval_limit, seed=e.seed)
+    _write_results(run_dir, results)
     return results
+
+
+def _write_results(run_dir: Path, results: dict) -> None:
+    path = run_dir / "results.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        results = {**results, **{k: old[k] for k in _KEPT_KEYS if k in old and k not in results}}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(path)  # a report never reads half a file
+
+
+def red_team_run(run_dir: str | Path, cfg: Config, red_lm: str | Path | None = None,
+                 prompts_file: str | None = None, scorer: Scorer | None = None, **overrides) -> dict:
+    """Red-team the model in `run_dir` with a red LM (default `cfg.eval.red_lm`).
+
+    Seed prompts: `prompts_file`, else `eval.red_team_prompts`, else the first
+    scenario's prompts (whose `score_with_prompt` then applies, unless set in
+    `eval.red_team`). `overrides` are RedTeamConfig fields on top of `eval.red_team`.
+    Writes `redteam.json` (rounds and the final pool) and a summary into results.json.
+    """
+    from phf.evaluation.red_team import RedTeamConfig, red_team_dirs
+
+    run_dir = Path(run_dir)
+    e = cfg.eval
+    red_lm = red_lm or e.red_lm
+    if not red_lm:
+        raise ValueError("red teaming needs a red LM: --red-lm DIR or eval.red_lm")
+    settings = {**e.red_team, **{k: v for k, v in overrides.items() if v is not None}}
+    prompts_file = prompts_file or e.red_team_prompts
+    if not prompts_file:
+        if not e.scenarios:
+            raise ValueError("red teaming needs seed prompts: --prompts FILE, eval.red_team_prompts, "
+                             "or a prompted scenario in eval.scenarios")
+        prompts_file = e.scenarios[0]["prompts_file"]
+        settings.setdefault("score_with_prompt", e.scenarios[0].get("score_with_prompt", False))
+    rt_cfg = RedTeamConfig(**{"answer_max_new_tokens": e.max_new_tokens, "answer_temperature": e.temperature,
+                              "answer_top_p": e.top_p, "group_size": e.group_size, "seed": e.seed, **settings})
+    scorer = scorer or task_scorer(cfg.task)
+    out = red_team_dirs(str(run_dir), str(red_lm), scorer, load_prompts(prompts_file), rt_cfg)
+    out.update(run=run_dir.name, red_lm=str(red_lm), prompts_file=str(prompts_file))
+    (run_dir / "redteam.json").write_text(json.dumps(out, indent=2))
+    results_path = run_dir / "results.json"
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+        results["red_team"] = {"red_lm": str(red_lm), "rounds": len(out["rounds"]) - 1,
+                               "expected_max": [r["expected_max"] for r in out["rounds"]]}
+        _write_results(run_dir, results)
+    return out
