@@ -6,16 +6,23 @@ are saved in model.safetensors as `value_head.weight` and `value_head.bias`.
 `AutoModelForCausalLM.from_pretrained` does not know the head: it loads the LM, lists
 the two keys as UNEXPECTED in its load report (a logged warning, not an error) and
 drops them. `load_value_head` reads them back.
+
+The values are computed inside the model's forward (a forward hook adds
+`outputs["token_values"]` whenever hidden states are returned), not by a call from the
+trainer after it: DDP, FSDP and DeepSpeed manage the parameters used in the wrapped
+forward. A head applied outside it fails under DDP ("Expected to mark a variable
+ready only once"). (Not `outputs["values"]`: that would shadow the output's dict method.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput
 
 PREFIX = "value_head."
 
@@ -34,6 +41,29 @@ def add_value_head(model: torch.nn.Module, detach: bool = False) -> None:
     torch.nn.init.zeros_(head.bias)
     head.detach_input = detach
     model.value_head = head
+    if not getattr(model, "_phf_values_hook", False):
+        model.register_forward_hook(_add_values)
+        model._phf_values_hook = True
+
+
+def _add_values(model: torch.nn.Module, args, outputs):
+    """Forward hook: `outputs["token_values"]` [B, T] when the forward returned hidden states."""
+    hidden_states = outputs.get("hidden_states") if isinstance(outputs, ModelOutput) else None
+    if hidden_states is None or getattr(model, "value_head", None) is None:
+        return outputs
+    return _with_values(type(outputs))(**outputs, token_values=compute_values(model, hidden_states[-1]))
+
+
+_WITH_VALUES: dict[type, type] = {}
+
+
+def _with_values(output_type: type) -> type:
+    """`output_type` plus a `token_values` field: a declared field, so that the output
+    survives DDP's pytree flatten / unflatten of forward outputs."""
+    if output_type not in _WITH_VALUES:
+        _WITH_VALUES[output_type] = dataclasses.make_dataclass(
+            f"{output_type.__name__}WithValues", [("token_values", torch.Tensor | None, None)], bases=(output_type,))
+    return _WITH_VALUES[output_type]
 
 
 def compute_values(model: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
