@@ -37,7 +37,8 @@ def test_sweep_runs_every_objective_and_skips_finished_runs(tmp_path, monkeypatc
     assert ft["started_from"] == str(tmp_path / "mle-50pct")
     assert ft["control_tokens_added"] == 2
     assert ft["tokens_seen"] + pre["tokens_seen"] == full["tokens_seen"]
-    awr = json.loads((tmp_path / "awr" / "metrics.jsonl").read_text().splitlines()[0])
+    rows = [json.loads(x) for x in (tmp_path / "awr" / "metrics.jsonl").read_text().splitlines()]
+    awr = next(r for r in rows if "loss" in r)
     assert "objective/value_loss" in awr and "objective/weight_mean" in awr
 
     # a rerun trains and evaluates nothing

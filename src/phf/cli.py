@@ -6,6 +6,8 @@ under phf's configs such as `tasks/pep8`) and dotted overrides (`key.sub=value`)
     phf score  tasks/pep8 data.max_bytes=5000000
     phf train  tasks/pep8 objectives/conditional models/tiny training.output_dir=runs/cond
     phf eval   runs/cond
+    phf eval   runs/cond --kl-reference runs/mle
+    phf redteam runs/cond --red-lm runs/mle --rounds 3
     phf report runs/mle runs/cond -o runs/report.md
     phf demo
     phf sweep --task pep8
@@ -19,7 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-from phf.config import Config, ConfigError, load_config
+from phf.config import Config, ConfigError, check_paths, load_config
 
 SETTINGS_HELP = (
     "YAML config files (a path, or a name under phf's configs like tasks/pep8, objectives/conditional, "
@@ -44,13 +46,14 @@ def cmd_score(args) -> int:
     from phf.data.sources import SourceStats, iter_documents
 
     cfg = config_from(args.settings)
+    check_paths(cfg, training=False)
     out = args.out or cfg.data.scored_path
     stats = SourceStats()
     docs = iter_documents(cfg.data, stats, on_bad=args.on_bad_record)
     # the summary counts segments above the task's conditional-training threshold
     threshold = float(cfg.task.thresholds.get("conditional", 0.0))
     # a rerun of the same command continues the output; the source identifies "the same"
-    source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers")}
+    source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers", "heldout_fraction")}
     summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,
                            num_workers=args.workers or cfg.data.num_workers, threshold=threshold,
                            time_limit=args.time_limit or None, resume=not args.restart, source=source)
@@ -62,10 +65,12 @@ def cmd_score(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from phf.train import train
+    from phf.train import is_main_process, train
 
     cfg = config_from(args.settings)
     run_dir = train(cfg, resume=args.resume)
+    if not is_main_process():  # another process of a distributed launch: rank 0 reports and evaluates
+        return 0
     print(f"trained: {run_dir}")
     if args.eval:
         from phf.evaluation.evaluate import evaluate_run
@@ -74,23 +79,48 @@ def cmd_train(args) -> int:
     return 0
 
 
+def run_config(run_dir: Path, settings: list[str]) -> Config:
+    """A run's saved config.yaml with overrides on top."""
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"{run_dir}: no config.yaml; is this a phf run directory?")
+    return config_from(settings, base=[str(run_dir / "config.yaml")])
+
+
 def cmd_eval(args) -> int:
     from phf.evaluation.evaluate import evaluate_run
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"{run_dir}: no config.yaml; is this a phf run directory?")
-    cfg = config_from(args.settings, base=[str(run_dir / "config.yaml")])
-    results = evaluate_run(run_dir, cfg)
+    cfg = run_config(run_dir, args.settings)
+    tasks = [t for t in args.lm_eval_tasks.split(",") if t] if args.lm_eval_tasks else None
+    if args.lm_eval_limit is not None:
+        cfg.eval.lm_eval_limit = args.lm_eval_limit
+    results = evaluate_run(run_dir, cfg, kl_reference=args.kl_reference, lm_eval_tasks=tasks)
     print(json.dumps(results, indent=2))
     return 0
 
 
-def cmd_report(args) -> int:
-    from phf.report import write_report
+def cmd_redteam(args) -> int:
+    from phf.evaluation.evaluate import red_team_run
 
-    print(write_report(args.run_dirs, args.out))
-    print(f"written: {args.out}")
+    run_dir = Path(args.run_dir)
+    cfg = run_config(run_dir, args.settings)
+    out = red_team_run(run_dir, cfg, red_lm=args.red_lm, prompts_file=args.prompts, rounds=args.rounds,
+                       pool_size=args.pool_size, new_prompts_per_round=args.new_prompts)
+    for r in out["rounds"]:
+        print(f"round {r['round']}: expected max {r['expected_max']:.5g}, pool mean {r['mean']:.5g}, "
+              f"pool size {r['pool_size']}")
+    print(f"written: {run_dir / 'redteam.json'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from phf.report import markdown_table, load_results, write_report
+
+    write_report(args.run_dirs, args.out, title=args.title)
+    print(markdown_table(load_results(args.run_dirs)))
+    out = Path(args.out)
+    md = out.with_suffix(".md")
+    print(f"written: {md}, {md.with_suffix('.html')} and the figures in {md.parent / (md.stem + '_figures')}")
     return 0
 
 
@@ -148,12 +178,35 @@ def build_parser() -> argparse.ArgumentParser:
                        "and write results.json in the run directory.")
     e.add_argument("run_dir", help="a run directory written by `phf train`")
     e.add_argument("settings", nargs="*", help="overrides of the run's config.yaml, e.g. eval.num_samples=512")
+    e.add_argument("--kl-reference", metavar="DIR", help="also measure KL(reference || model) against this "
+                   "causal LM (any tokenizer; its samples are cached beside it); default eval.kl_reference")
+    e.add_argument("--lm-eval-tasks", metavar="TASKS", help="comma-separated lm-evaluation-harness tasks to run "
+                   "(needs `pip install lm-eval`); default eval.lm_eval_tasks")
+    e.add_argument("--lm-eval-limit", type=int, metavar="N", help="examples per lm-eval task (quick checks)")
     e.set_defaults(fn=cmd_eval)
 
-    r = sub.add_parser("report", help="tabulate evaluated runs into a Markdown report",
-                       description="Collect results.json of each run directory into one report.")
+    rt = sub.add_parser("redteam", help="red-team a trained run with a red LM (adaptive adversarial prompts)",
+                        description="Grow a pool of adversarial prompts over rounds: a red LM, few-shot prompted "
+                        "with the prompts that elicited the worst answers so far, writes new ones. Reports the "
+                        "expected maximum score per round in redteam.json (and results.json).")
+    rt.add_argument("run_dir", help="a run directory written by `phf train`")
+    rt.add_argument("settings", nargs="*", help="overrides of the run's config.yaml, e.g. eval.red_team.num_fewshot=6")
+    rt.add_argument("--red-lm", metavar="DIR", help="the red LM (a causal LM directory); default eval.red_lm")
+    rt.add_argument("--prompts", metavar="FILE", help="seed prompts, JSONL of {\"prompt\": ...}; default "
+                    "eval.red_team_prompts, else the first scenario's prompts")
+    rt.add_argument("--rounds", type=int, help="rounds of new prompts (default eval.red_team.rounds or 10)")
+    rt.add_argument("--pool-size", type=int, help="prompts kept in the pool (default 2000)")
+    rt.add_argument("--new-prompts", type=int, help="new prompts per round (default 512)")
+    rt.set_defaults(fn=cmd_redteam)
+
+    r = sub.add_parser("report", help="compare evaluated runs: Markdown + HTML report with plots",
+                       description="Collect results.json, metrics.jsonl, samples and redteam.json of each run "
+                       "directory into one report: the table of runs, Pareto plots, training curves, scenarios "
+                       "and their highest-scoring samples. Writes OUT (Markdown), OUT with .html "
+                       "(self-contained) and the PNG figures.")
     r.add_argument("run_dirs", nargs="+", help="evaluated run directories")
     r.add_argument("-o", "--out", default="report.md", help="output Markdown file (default: report.md)")
+    r.add_argument("--title", default="phf report", help="the report's title")
     r.set_defaults(fn=cmd_report)
 
     d = sub.add_parser("demo", help="score, train MLE/filtering/conditional, evaluate and report, end to end",

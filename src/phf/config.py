@@ -28,7 +28,15 @@ OBJECTIVES = ("mle", "filtering", "conditional", "unlikelihood", "rwr", "awr")
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with the key (and file) it comes from."""
+    """Configuration problems, each with the key (and file) it comes from; all are
+    reported at once, one line each, so a user fixes them in one go."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            super().__init__(f"{len(self.problems)} config problems:\n  " + "\n  ".join(self.problems))
 
 
 @dataclass
@@ -42,6 +50,13 @@ class TaskConfig:
     thresholds: dict = field(default_factory=dict)
     #: a sample counts as a "hit" when its score is above this
     hit_threshold: float = 0.0
+    #: several attributes (scorer "multi"): {name: {threshold, drop_token_fraction}} for
+    #: conditional training, one control-token pair per attribute
+    attributes: dict = field(default_factory=dict)
+    #: how the other objectives turn per-attribute scores into one: max | weighted_sum
+    combine: str = "max"
+    #: per-attribute weights for `combine` (default 1)
+    combine_weights: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +88,9 @@ class ObjectiveConfig:
     percentile: float | None = None
     #: conditional: fraction of segments left without a control token
     drop_token_fraction: float = 0.01
+    #: conditional, multi-attribute tasks: the task attributes that get control tokens
+    #: (null: all of task.attributes; one name trains a single-attribute model on the same data)
+    attributes: list | None = None
     #: unlikelihood: weight of the unlikelihood term; AWR: weight of the LM term
     alpha: float = 1.0
     #: RWR/AWR temperature
@@ -94,7 +112,11 @@ class ModelConfig:
     #: any HF config field, e.g. {n_layer: 6}
     config_overrides: dict = field(default_factory=dict)
     attn_implementation: str = "sdpa"
+    #: run Python code shipped with a hub model (off: only transformers' own classes)
     trust_remote_code: bool = False
+    #: load pickled weights (pytorch_model.bin) when a checkpoint has no safetensors;
+    #: off by default because unpickling a file can run code
+    allow_pickle: bool = False
 
 
 @dataclass
@@ -141,6 +163,30 @@ class EvalConfig:
     #: held-out loss over at most this many tokens
     heldout_max_tokens: int = 200_000
     seed: int = 0
+    #: prompted scenarios, run besides "unconditional"; each a mapping with keys
+    #: name, prompts_file (JSONL of {"prompt": ...}: a path or a name under configs/,
+    #: e.g. prompts/pep8_functions.jsonl), control_position (before | after: where
+    #: <|aligned|> goes relative to the prompt, for conditional runs), score_with_prompt
+    #: (score prompt + continuation), and optionally num_samples and max_new_tokens
+    scenarios: list = field(default_factory=list)
+    #: during training, evaluate every this many optimizer steps, plus at the start and
+    #: the end (a value < 1 is that fraction of the run, as transformers' eval_steps; 0: off)
+    every_steps: float = 0.25
+    #: unconditional samples and held-out blocks per training-time evaluation
+    callback_num_samples: int = 32
+    callback_heldout_blocks: int = 8
+    #: KL(reference || model): the reference LM (a model directory or hub name); null: skip
+    kl_reference: str | None = None
+    kl_num_samples: int = 256
+    #: lm-evaluation-harness tasks (needs `pip install lm-eval`); examples per task (null: all)
+    lm_eval_tasks: list = field(default_factory=list)
+    lm_eval_limit: int | None = None
+    #: red teaming (`phf redteam`): the red LM, the seed prompts (JSONL; null: the first
+    #: scenario's prompts) and phf.evaluation.red_team.RedTeamConfig fields (rounds, pool_size,
+    #: new_prompts_per_round, fewshot_temperature, ...)
+    red_lm: str | None = None
+    red_team_prompts: str | None = None
+    red_team: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -185,7 +231,10 @@ def parse_override(text: str) -> dict:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
-    value = yaml.safe_load(raw) if raw != "" else None
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw  # not YAML, e.g. a glob like *.txt: the plain string
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -209,6 +258,12 @@ def load_config(files: list[str] = (), overrides: list[str] = ()) -> Config:
     return cfg
 
 
+def _types(tp) -> tuple:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
+
+
 def _type_ok(value, tp) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -224,30 +279,50 @@ def _type_ok(value, tp) -> bool:
     return isinstance(value, origin or tp)
 
 
-def from_dict(cls, data: dict, where: str):
+def _coerce(value, tp):
+    """Numbers as YAML gives them: "5e-4" (no dot) is a string to YAML, 2.0e6 a float."""
+    allowed = _types(tp)
+    if isinstance(value, str) and (float in allowed or int in allowed):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, float) and int in allowed and float not in allowed and value.is_integer():
+        return int(value)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def from_dict(cls, data: dict, where: str, problems: list[str] | None = None):
+    """Build `cls` from a mapping. Unknown keys (with a did-you-mean) and wrong types
+    are collected; all of them are raised together at the top level."""
+    top = problems is None
+    problems = [] if top else problems
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        problems.append(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        data = {}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        dotted = f"{where}.{key}" if where else key
+        dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {'.'.join(filter(None, [where, close[0]]))!r}?" if close else ""
-            raise ConfigError(f"unknown config key {dotted!r}{hint}")
+            problems.append(f"unknown config key {dotted!r}{hint}")
+            continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value or {}, dotted)
+            kwargs[key] = from_dict(tp, value or {}, dotted, problems)
             continue
-        if tp is float and isinstance(value, str):
-            try:  # YAML reads "5e-4" (no dot) as a string
-                value = float(value)
-            except ValueError:
-                pass
+        value = _coerce(value, tp)
         if not _type_ok(value, tp):
-            raise ConfigError(f"{dotted}: expected {_type_name(tp)}, got {value!r}")
-        kwargs[key] = float(value) if tp is float else value
+            problems.append(f"{dotted}: expected {_type_name(tp)}, got {value!r}")
+            continue
+        kwargs[key] = value
+    if top and problems:
+        raise ConfigError(problems)
     return cls(**kwargs)
 
 
@@ -255,43 +330,184 @@ def _type_name(tp) -> str:
     return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
-def _check(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
-
-
 def validate(cfg: Config) -> None:
-    """Impossible values, each with one message naming the key."""
-    o, t, e, d = cfg.objective, cfg.training, cfg.eval, cfg.data
-    _check(o.name in OBJECTIVES, "objective.name", f"{o.name!r} is not one of {', '.join(OBJECTIVES)}")
-    _check(o.threshold is None or o.threshold >= 0, "objective.threshold", "must be >= 0 (scores are >= 0)")
-    _check(o.percentile is None or 0 <= o.percentile <= 100, "objective.percentile", "must be in [0, 100]")
-    _check(0 <= o.drop_token_fraction <= 1, "objective.drop_token_fraction", "must be in [0, 1]")
-    _check(o.beta > 0, "objective.beta", "must be > 0")
-    _check(o.max_weight is None or o.max_weight > 0, "objective.max_weight", "must be > 0")
+    """Impossible values, one message each naming the key; all raised together."""
+    problems: list[str] = []
+
+    def check(cond: bool, key: str, message: str) -> None:
+        if not cond:
+            problems.append(f"{key}: {message}")
+
+    def positive(value, key: str, allow_none: bool = False, strict: bool = True) -> None:
+        if value is None and allow_none:
+            return
+        check(value > 0 if strict else value >= 0, key, f"must be {'>' if strict else '>='} 0, got {value!r}")
+
+    o, t, e, d, k = cfg.objective, cfg.training, cfg.eval, cfg.data, cfg.tokenizer
+    check(o.name in OBJECTIVES, "objective.name", f"{o.name!r} is not one of {', '.join(OBJECTIVES)}")
+    check(o.threshold is None or o.threshold >= 0, "objective.threshold", "must be >= 0 (scores are >= 0)")
+    check(o.percentile is None or 0 <= o.percentile <= 100, "objective.percentile", "must be in [0, 100]")
+    check(o.threshold is None or o.percentile is None, "objective.percentile",
+          "set either objective.threshold or objective.percentile, not both")
+    check(0 <= o.drop_token_fraction <= 1, "objective.drop_token_fraction", "must be in [0, 1]")
+    positive(o.beta, "objective.beta")
+    positive(o.max_weight, "objective.max_weight", allow_none=True)
     if o.name == "awr":
-        _check(0 <= o.alpha <= 1, "objective.alpha", "AWR's alpha must be in [0, 1]")
-    _check(o.alpha >= 0, "objective.alpha", "must be >= 0")
+        check(0 <= o.alpha <= 1, "objective.alpha", f"AWR's alpha must be in [0, 1], got {o.alpha!r}")
+    else:
+        check(o.alpha >= 0, "objective.alpha", f"must be >= 0, got {o.alpha!r}")
     for name, value in cfg.task.thresholds.items():
-        _check(name in OBJECTIVES, f"task.thresholds.{name}", f"not an objective ({', '.join(OBJECTIVES)})")
-        _check(isinstance(value, (int, float)) and value >= 0, f"task.thresholds.{name}", "must be a number >= 0")
-    _check(0 <= d.heldout_fraction < 1, "data.heldout_fraction", "must be in [0, 1)")
-    _check(d.source in ("stdlib", "dir", "jsonl", "hf", "scored"), "data.source",
-           f"{d.source!r} is not one of stdlib, dir, jsonl, hf, scored")
-    _check(t.block_size >= 8, "training.block_size", "must be >= 8")
-    _check(t.per_device_batch_size >= 1, "training.per_device_batch_size", "must be >= 1")
-    _check(t.effective_batch_size >= t.per_device_batch_size, "training.effective_batch_size",
-           f"must be >= per_device_batch_size ({t.per_device_batch_size})")
-    _check(t.effective_batch_size % t.per_device_batch_size == 0, "training.effective_batch_size",
-           f"must be a multiple of per_device_batch_size ({t.per_device_batch_size})")
-    _check(t.num_tokens >= t.effective_batch_size * t.block_size, "training.num_tokens",
-           f"{t.num_tokens} is smaller than one batch ({t.effective_batch_size} x {t.block_size} tokens)")
-    _check(t.learning_rate > 0, "training.learning_rate", "must be > 0")
-    _check(0 <= t.warmup_ratio < 1, "training.warmup_ratio", "must be in [0, 1)")
-    _check(t.bf16 in (True, False, "auto"), "training.bf16", "must be true, false or auto")
-    _check(e.temperature > 0, "eval.temperature", "must be > 0")
-    _check(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]")
-    _check(e.group_size >= 1, "eval.group_size", "must be >= 1")
+        check(name in OBJECTIVES, f"task.thresholds.{name}", f"not an objective ({', '.join(OBJECTIVES)})")
+        check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+              f"task.thresholds.{name}", "must be a number >= 0")
+    check(cfg.task.hit_threshold >= 0, "task.hit_threshold", "must be >= 0 (scores are >= 0)")
+    check(cfg.task.combine in ("max", "weighted_sum"), "task.combine",
+          f"{cfg.task.combine!r} is not one of max, weighted_sum")
+    for name in o.attributes or ():
+        check(name in cfg.task.attributes, "objective.attributes",
+              f"{name!r} is not one of task.attributes ({', '.join(cfg.task.attributes) or 'none'})")
+    for name, spec in cfg.task.attributes.items():
+        key = f"task.attributes.{name}"
+        if not isinstance(spec, dict) or set(spec) - {"threshold", "drop_token_fraction"}:
+            problems.append(f"{key}: expected a mapping with threshold and drop_token_fraction")
+            continue
+        check(spec.get("threshold", 0.0) >= 0, f"{key}.threshold", "must be >= 0 (scores are >= 0)")
+        check(0 <= spec.get("drop_token_fraction", 0.0) <= 1, f"{key}.drop_token_fraction", "must be in [0, 1]")
+    check(0 <= d.heldout_fraction < 1, "data.heldout_fraction", "must be in [0, 1)")
+    check(d.source in ("stdlib", "dir", "jsonl", "hf", "scored"), "data.source",
+          f"{d.source!r} is not one of stdlib, dir, jsonl, hf, scored")
+    check(d.source in ("stdlib", "scored") or bool(d.path), "data.path", f"must be set for data.source {d.source!r}")
+    positive(d.max_documents, "data.max_documents", allow_none=True)
+    positive(d.max_bytes, "data.max_bytes", allow_none=True)
+    positive(d.num_workers, "data.num_workers", allow_none=True)
+    check(bool(d.text_field), "data.text_field", "must not be empty")
+    check(k.vocab_size > 256, "tokenizer.vocab_size", "must be > 256 (the byte alphabet plus special tokens)")
+    positive(k.train_max_bytes, "tokenizer.train_max_bytes")
+    check(t.block_size >= 8, "training.block_size", "must be >= 8")
+    check(t.per_device_batch_size >= 1, "training.per_device_batch_size", "must be >= 1")
+    check(t.effective_batch_size >= t.per_device_batch_size, "training.effective_batch_size",
+          f"must be >= per_device_batch_size ({t.per_device_batch_size})")
+    check(t.effective_batch_size % max(t.per_device_batch_size, 1) == 0, "training.effective_batch_size",
+          f"must be a multiple of per_device_batch_size ({t.per_device_batch_size})")
+    check(t.num_tokens >= t.effective_batch_size * t.block_size, "training.num_tokens",
+          f"{t.num_tokens} is smaller than one batch ({t.effective_batch_size} x {t.block_size} tokens)")
+    positive(t.learning_rate, "training.learning_rate")
+    check(0 <= t.warmup_ratio < 1, "training.warmup_ratio", "must be in [0, 1)")
+    positive(t.weight_decay, "training.weight_decay", strict=False)
+    positive(t.max_grad_norm, "training.max_grad_norm")
+    check(t.logging_steps >= 1, "training.logging_steps", "must be >= 1")
+    check(t.save_steps is None or t.save_steps >= 1, "training.save_steps", "must be >= 1 (or null: no checkpoints)")
+    positive(t.dataloader_num_workers, "training.dataloader_num_workers", strict=False)
+    check(t.bf16 in (True, False, "auto"), "training.bf16", "must be true, false or auto")
+    positive(e.temperature, "eval.temperature")
+    check(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]")
+    check(e.group_size >= 1, "eval.group_size", "must be >= 1")
+    check(e.num_samples >= 1, "eval.num_samples", "must be >= 1")
+    check(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
+    check(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    positive(e.heldout_max_tokens, "eval.heldout_max_tokens", strict=False)
+    problems += _eval_problems(e)
+    if problems:
+        raise ConfigError(problems)
+
+
+SCENARIO_KEYS = ("name", "prompts_file", "control_position", "score_with_prompt", "num_samples", "max_new_tokens")
+
+
+def _eval_problems(e: EvalConfig) -> list[str]:
+    """Scenarios, the training-time evaluation, KL and red-teaming settings."""
+    problems = []
+
+    def check(cond: bool, key: str, message: str) -> None:
+        if not cond:
+            problems.append(f"{key}: {message}")
+
+    check(e.every_steps >= 0 and (e.every_steps < 1 or float(e.every_steps).is_integer()), "eval.every_steps",
+          f"must be a whole number of steps, a fraction of the run < 1, or 0 (off), got {e.every_steps!r}")
+    check(e.callback_num_samples >= 1, "eval.callback_num_samples", "must be >= 1")
+    check(e.callback_heldout_blocks >= 0, "eval.callback_heldout_blocks", "must be >= 0")
+    check(e.kl_num_samples >= 2, "eval.kl_num_samples", "must be >= 2")
+    check(e.lm_eval_limit is None or e.lm_eval_limit >= 1, "eval.lm_eval_limit", "must be >= 1 (or null: all)")
+    check(all(isinstance(t, str) and t for t in e.lm_eval_tasks), "eval.lm_eval_tasks", "must be task names")
+    names = {"unconditional"}
+    for i, s in enumerate(e.scenarios):
+        key = f"eval.scenarios[{i}]"
+        if not isinstance(s, dict):
+            problems.append(f"{key}: expected a mapping with keys {', '.join(SCENARIO_KEYS)}")
+            continue
+        unknown = sorted(set(s) - set(SCENARIO_KEYS))
+        check(not unknown, key, f"unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(SCENARIO_KEYS)}")
+        name = s.get("name")
+        check(isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum() and name not in names,
+              f"{key}.name", f"must be a unique name of letters, digits, - and _ (not 'unconditional'), got {name!r}")
+        names.add(name)
+        check(s.get("control_position", "before") in ("before", "after"), f"{key}.control_position",
+              f"must be before or after, got {s.get('control_position')!r}")
+        check(isinstance(s.get("score_with_prompt", False), bool), f"{key}.score_with_prompt", "must be true or false")
+        for count in ("num_samples", "max_new_tokens"):
+            value = s.get(count, 1)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"{key}.{count}",
+                  f"must be an integer >= 1, got {value!r}")
+        problems += _prompts_file_problems(s.get("prompts_file"), f"{key}.prompts_file")
+    if e.red_team_prompts is not None:
+        problems += _prompts_file_problems(e.red_team_prompts, "eval.red_team_prompts")
+    if e.red_team:
+        from phf.evaluation.red_team import RedTeamConfig  # the fields live with the algorithm
+
+        known = [f.name for f in dataclasses.fields(RedTeamConfig)]
+        for name in e.red_team:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            check(name in known, f"eval.red_team.{name}",
+                  "unknown red-teaming setting" + (f"; did you mean {close[0]!r}?" if close else ""))
+    return problems
+
+
+def _prompts_file_problems(name, key: str) -> list[str]:
+    if not isinstance(name, str) or not name:
+        return [f"{key}: must name a JSONL file of {{\"prompt\": ...}} lines"]
+    try:
+        resolve_config_path(name)
+    except ConfigError:
+        return [f"{key}: {name!r} not found (neither a path nor a name under {CONFIG_DIR})"]
+    return []
+
+
+#: suffixes that make a path a local file, never a hub name
+LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".txt", ".arrow", ".yaml", ".safetensors")
+
+
+def looks_local(name: str) -> bool:
+    """Whether `name` can only mean a local path, so that a missing one is an error and
+    never a hub look-up. A hub name is `name` or `owner/name`; a path with a file suffix,
+    more than one slash, a leading `/`, `.` or `~`, or whose first part is an existing
+    local directory (`runs/missing`) is local."""
+    return (name.startswith(("/", ".", "~")) or name.endswith(LOCAL_SUFFIXES) or name.count("/") > 1
+            or ("/" in name and Path(name.split("/")[0]).is_dir()))
+
+
+def check_paths(cfg: Config, training: bool = True) -> None:
+    """Files the config names that are missing, checked before any work starts.
+
+    Only paths that cannot be hub names are checked (see `looks_local`); a hub name
+    is the user's explicit request to use the network.
+    """
+    named = {"model.path": cfg.model.path, "tokenizer.path": cfg.tokenizer.path}
+    if training:
+        named["data.scored_path"] = cfg.data.scored_path
+    elif cfg.data.source in ("dir", "jsonl", "hf"):
+        named["data.path"] = cfg.data.path
+    problems = [f"{key}: {value} not found" + (" (run `phf score` first?)" if key == "data.scored_path" else "")
+                for key, value in named.items()
+                if value and looks_local(value) and not Path(value).expanduser().exists()]
+    if problems:
+        raise ConfigError(problems)
+
+
+def conditional_attributes(cfg: Config) -> dict:
+    """{attribute: {threshold, drop_token_fraction}} that conditional training marks
+    (empty for a single-attribute task)."""
+    chosen = cfg.objective.attributes or list(cfg.task.attributes)
+    return {a: cfg.task.attributes[a] for a in chosen}
 
 
 def objective_threshold(cfg: Config) -> float | None:

@@ -14,20 +14,22 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments, set_seed
 
-from phf.config import Config
+from phf.config import Config, check_paths, conditional_attributes
 from phf.data.packing import PackSpec, PackedDataset, pack
 from phf.data.records import read_scored
 from phf.data.transforms import resolve_threshold
 from phf.model import build_model, count_parameters, resize_for_new_tokens
 from phf.objectives import objective_from_config
 from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, train_tokenizer
-from phf.trainer import JSONLMetricsCallback, PHFTrainer
+from phf.trainer import JSONLMetricsCallback, PHFTrainer, last_complete_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,9 @@ log = logging.getLogger(__name__)
 def bf16_enabled(setting) -> bool:
     """Resolve training.bf16: "auto" means bf16 autocast on a GPU that supports it.
 
-    On CPU "auto" stays in fp32: measured on a 2-core AVX-512-BF16 machine with torch
-    2.13, a tiny GPT-2's training step ran ~10x slower under bf16 autocast than in fp32
-    (the small matmuls gain less than the casts and bf16 backward kernels cost).
+    On CPU "auto" stays in fp32: on this project's 2-core machines (AVX2, no bf16 units)
+    torch 2.13 falls back to slow reference kernels for bf16 matmuls, and a tiny GPT-2's
+    training step ran ~10x slower under bf16 autocast than in fp32 (bench/NOTES.md).
     """
     if setting != "auto":
         return bool(setting)
@@ -45,7 +47,57 @@ def bf16_enabled(setting) -> bool:
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """Data-parallel replicas: the processes of a distributed launch (WORLD_SIZE, set by
+    torchrun, `accelerate launch` and the deepspeed launcher), or, started without a
+    launcher, the GPUs that Trainer drives from one process with DataParallel."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return max(1, torch.cuda.device_count())
+
+
+def is_main_process() -> bool:
+    """True outside a distributed launch, and on the process of global rank 0 in one."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+#: how long the other processes wait for the main one to train the tokenizer and pack the
+#: corpus (3.3B tokens can take longer than the process group's default 30 minutes)
+PREPARE_TIMEOUT = timedelta(hours=24)
+
+
+@contextmanager
+def main_process_first(args: TrainingArguments):
+    """The main process runs the body first while the others wait; then the others run it.
+
+    Like `TrainingArguments.main_process_first(local=False)`, but the wait is on a gloo
+    group of its own with a long timeout instead of a collective of the training
+    process group (30 minutes by default). If the main process dies, the launcher
+    (torchrun, accelerate, deepspeed) stops the others.
+    """
+    import torch.distributed as dist
+
+    if args.world_size == 1 or not dist.is_initialized():
+        yield
+        return
+    group = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
+    is_main = args.process_index == 0
+    try:
+        if not is_main:
+            dist.barrier(group=group)
+        yield
+    finally:
+        if is_main:
+            dist.barrier(group=group)
+        dist.destroy_process_group(group)
+
+
+def sharded_parameters(trainer) -> str | None:
+    """"FSDP" or "DeepSpeed ZeRO-3" when the trainer shards the parameters over the processes."""
+    if trainer.is_fsdp_enabled:
+        return "FSDP"
+    if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        return "DeepSpeed ZeRO-3"
+    return None
 
 
 def prepare_tokenizer(cfg: Config, out_dir: Path | None = None):
@@ -61,13 +113,27 @@ def prepare_tokenizer(cfg: Config, out_dir: Path | None = None):
     return tok
 
 
-def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path) -> PackedDataset:
-    """Pack the scored corpus for this objective, reusing a finished pack with the same spec."""
+def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path, may_pack: bool = True) -> PackedDataset:
+    """Pack the scored corpus for this objective, reusing a finished pack with the same spec.
+
+    `may_pack=False` (the other ranks of a distributed run, after the main process
+    packed): only a finished pack is accepted.
+    """
     spec = PackSpec(block_size=cfg.training.block_size, objective=cfg.objective.name, threshold=threshold,
                     drop_token_fraction=cfg.objective.drop_token_fraction,
-                    heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed)
+                    heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
+                    attributes=conditional_attributes(cfg), combine=cfg.task.combine,
+                    combine_weights=cfg.task.combine_weights)
     marker = data_dir / "pack.json"
-    if not (marker.exists() and json.loads(marker.read_text())["spec"] == asdict(spec)):
+    try:
+        packed = json.loads(marker.read_text())["spec"] == asdict(spec)
+    except (OSError, ValueError, KeyError):  # absent, or half-written by a killed run
+        packed = False
+    if not packed and not may_pack:
+        raise RuntimeError(f"{data_dir}: the main process packed the data, but this process finds no finished "
+                           "pack there; the run directory must be on a filesystem shared by all processes")
+    if not packed:
+        marker.unlink(missing_ok=True)  # pack() writes it last: no marker, no finished pack
         stats = pack(read_scored(cfg.data.scored_path), tokenizer, spec, data_dir)
         log.info("packed %s", stats)
     return PackedDataset(data_dir, "train")
@@ -76,40 +142,22 @@ def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path) -> Pa
 def train(cfg: Config, resume: bool = False) -> Path:
     """Train one run into `cfg.training.output_dir`; returns the run directory."""
     t0 = time.time()
+    check_paths(cfg)  # a missing file is an error now, not after packing
     run_dir = Path(cfg.training.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
     set_seed(cfg.training.seed)
 
-    tokenizer = prepare_tokenizer(cfg)
-    added = add_control_tokens(tokenizer) if cfg.objective.name == "conditional" else 0
-    threshold = resolve_threshold(cfg)
-    train_data = pack_for_run(cfg, tokenizer, threshold, run_dir / "data")
-    if len(train_data) == 0:
-        raise ValueError(f"no training blocks: the corpus at {cfg.data.scored_path} is smaller than one "
-                         f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")
-
-    model = build_model(cfg.model, len(tokenizer), cfg.training.block_size)
-    resize_for_new_tokens(model, len(tokenizer), seed=cfg.training.seed)
-    objective = objective_from_config(cfg.objective, threshold)
-    if objective.needs_value_head:
-        from phf.value_head import add_value_head, load_value_head
-
-        add_value_head(model, detach=cfg.objective.detach_value_head)
-        if cfg.model.path:
-            load_value_head(model, cfg.model.path)  # continue with a trained head when there is one
-
     t = cfg.training
+    # batch and token budget are global: per-device batch x gradient accumulation x replicas
     per_step = t.per_device_batch_size * world_size()
     grad_accum = max(1, t.effective_batch_size // per_step)
+    if per_step * grad_accum != t.effective_batch_size:
+        log.warning("training.effective_batch_size=%d is not a multiple of per_device_batch_size x %d replicas; "
+                    "each step takes %d sequences", t.effective_batch_size, world_size(), per_step * grad_accum)
     tokens_per_step = per_step * grad_accum * t.block_size
     max_steps = math.ceil(t.num_tokens / tokens_per_step)
-    epochs = max_steps * per_step * grad_accum / len(train_data)
-    if epochs > 1:
-        log.warning("the token budget covers the training data %.1f times (repeating it)", epochs)
-    log.info("%s: %d parameters, %d steps of %d tokens, threshold %.6g",
-             cfg.objective.name, count_parameters(model), max_steps, tokens_per_step, threshold)
 
+    # built before any work: under torchrun / accelerate launch it joins the process group
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=max_steps,
@@ -133,23 +181,79 @@ def train(cfg: Config, resume: bool = False) -> Path:
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
     )
+    if args.train_batch_size * args.world_size != per_step:
+        raise RuntimeError(f"Trainer runs {args.world_size} process(es) of {args.train_batch_size} sequences, "
+                           f"not the {per_step} per micro-step the token budget was planned with")
+
+    # the main process writes the tokenizer and the packed blocks; the others wait, then read them
+    is_main = args.process_index == 0
+    tok_dir = run_dir / "data" / "tokenizer"
+    with main_process_first(args):
+        if is_main:
+            cfg.save(run_dir / "config.yaml")
+        if (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
+            tokenizer = load_tokenizer(str(tok_dir))  # the one the packed blocks were made with
+        else:
+            tokenizer = prepare_tokenizer(cfg)
+            if is_main:
+                save_tokenizer(tokenizer, tok_dir)
+        added = add_control_tokens(tokenizer, list(conditional_attributes(cfg)) or None) \
+            if cfg.objective.name == "conditional" else 0
+        threshold = resolve_threshold(cfg)
+        train_data = pack_for_run(cfg, tokenizer, threshold, run_dir / "data", may_pack=is_main)
+    if len(train_data) == 0:
+        raise ValueError(f"no training blocks: the corpus at {cfg.data.scored_path} is smaller than one "
+                         f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")
+
+    model = build_model(cfg.model, len(tokenizer), cfg.training.block_size)
+    resize_for_new_tokens(model, len(tokenizer), seed=cfg.training.seed)
+    objective = objective_from_config(cfg.objective, threshold)
+    if objective.needs_value_head:
+        from phf.value_head import add_value_head, load_value_head
+
+        add_value_head(model, detach=cfg.objective.detach_value_head)
+        if cfg.model.path:
+            load_value_head(model, cfg.model.path)  # continue with a trained head when there is one
+
+    epochs = max_steps * per_step * grad_accum / len(train_data)
+    if epochs > 1:
+        log.warning("the token budget covers the training data %.1f times (repeating it)", epochs)
+    log.info("%s: %d parameters, %d steps of %d tokens, threshold %.6g",
+             cfg.objective.name, count_parameters(model), max_steps, tokens_per_step, threshold)
     trainer = PHFTrainer(model=model, args=args, train_dataset=train_data, objective=objective,
                          tokens_per_step=tokens_per_step,
                          callbacks=[JSONLMetricsCallback(run_dir / "metrics.jsonl")])
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    from phf.evaluation.callback import add_eval_callback  # misalignment / held-out loss vs tokens seen
 
+    if cfg.eval.every_steps and sharded_parameters(trainer):
+        log.warning("training-time evaluation is off: it generates on rank 0 alone, and under %s no process holds "
+                    "the whole model; evaluate the saved run with `phf eval`", sharded_parameters(trainer))
+    else:
+        add_eval_callback(trainer, cfg, tokenizer, run_dir)
+    checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warning("--resume: no complete checkpoint in %s; training from the start", args.output_dir)
+    elif checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
+    parameters = count_parameters(model)  # before training wraps (and perhaps shards) the model
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # every process takes part: under FSDP / DeepSpeed ZeRO-3 the weights are gathered to
+    # rank 0 first, which alone writes model.safetensors (the value head included)
+    trainer.save_model(str(run_dir))
     if trainer.is_world_process_zero():
-        model.save_pretrained(run_dir)
         tokenizer.save_pretrained(run_dir)
         summary = {
             "objective": cfg.objective.name,
             "task": cfg.task.name,
             "threshold": threshold,
             "started_from": cfg.model.path or f"scratch ({cfg.model.preset})",
-            "parameters": count_parameters(model),
+            "parameters": parameters,
             "steps": max_steps,
             "tokens_seen": max_steps * tokens_per_step,
+            # with a resume, the mean over the steps since `resumed_from` (Trainer's train_loss)
             "train_loss": result.training_loss,
+            "resumed_from": str(checkpoint) if checkpoint else None,
             "train_seconds": round(time.time() - t0, 1),
             "control_tokens_added": added,
         }

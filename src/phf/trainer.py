@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from phf.objectives import Objective
 
@@ -34,31 +37,104 @@ class PHFTrainer(Trainer):
         scores = inputs.get("token_scores")
         need_values = self.objective.needs_value_head
         outputs = model(input_ids=inputs["input_ids"], output_hidden_states=need_values, use_cache=False)
-        values = None
-        if need_values:
-            from phf.value_head import compute_values
-
-            values = compute_values(self.accelerator.unwrap_model(model), outputs.hidden_states[-1])
+        # computed inside the (wrapped) forward by the value head's hook, so DDP/FSDP/DeepSpeed see it
+        values = outputs["token_values"] if need_values else None
         result = self.objective(outputs.logits, labels, scores, values)
         if model.training:
             for k, v in result.stats.items():
                 self._stats[k].append(float(v))
         return (result.loss, outputs) if return_outputs else result.loss
 
+    def _save_checkpoint(self, model, trial) -> None:
+        # Trainer writes checkpoint-N in place; a kill mid-write leaves a directory that
+        # looks like a checkpoint. The marker, written last, says it is complete.
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            (folder / COMPLETE_MARKER).unlink(missing_ok=True)
+        super()._save_checkpoint(model, trial)
+        # every process writes into the checkpoint (its RNG state; its shards under FSDP or
+        # DeepSpeed): the marker waits for all of them
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            _fsync_tree(folder)
+            _write_durably(folder / COMPLETE_MARKER, json.dumps({"global_step": self.state.global_step}))
+
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # a training log: add objective stats averaged since the last one
-            for k, values in self._stats.items():
-                logs[f"objective/{k}"] = sum(values) / len(values)
+            sums = {k: (sum(values), len(values)) for k, values in self._stats.items()}
             self._stats.clear()
+            if self.args.world_size > 1:  # over every process's batches, not rank 0's alone
+                sums = _merge_sums(gather_object([sums]))
+            for k, (total, count) in sums.items():
+                logs[f"objective/{k}"] = total / count
         logs["tokens_seen"] = self.state.global_step * self.tokens_per_step
         super().log(logs, *args, **kwargs)
 
 
+def _merge_sums(parts: list[dict[str, tuple[float, int]]]) -> dict[str, tuple[float, int]]:
+    """{stat: (sum, count)} of each process -> one; a stat may be absent on some (no tokens for it)."""
+    merged: dict[str, tuple[float, int]] = {}
+    for part in parts:
+        for k, (total, count) in part.items():
+            t, n = merged.get(k, (0.0, 0))
+            merged[k] = (t + total, n + count)
+    return merged
+
+
+#: written into a checkpoint directory after everything else: only marked checkpoints are resumed from
+COMPLETE_MARKER = "phf_checkpoint_complete.json"
+
+
+def last_complete_checkpoint(folder: str | Path) -> Path | None:
+    """The checkpoint with the highest step that was completely written, or None."""
+    folder = Path(folder)
+    steps = []
+    for d in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else ():
+        step = d.name.rpartition("-")[2]
+        if step.isdigit() and (d / COMPLETE_MARKER).is_file():
+            steps.append((int(step), d))
+    return max(steps)[1] if steps else None
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class JSONLMetricsCallback(TrainerCallback):
-    """Appends every log (step, tokens seen, loss, objective stats) to metrics.jsonl."""
+    """Appends every log (step, tokens seen, loss, objective stats) to metrics.jsonl.
+
+    When training starts (or resumes from a checkpoint) rows after the starting step
+    are dropped: they belong to a run that was interrupted after that checkpoint and
+    will be logged again, so each step appears once.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines(keepends=True):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a half-written last line
+                continue
+            if line.endswith("\n") and row.get("step", 0) <= state.global_step:
+                keep.append(line)
+        _write_durably(self.path, "".join(keep))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
