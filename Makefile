@@ -24,6 +24,7 @@ install: $(BIN)/phf
 # the prose tasks' offline corpora (see phf.data.prose_corpora)
 CORPUS_toxicity := fortunes
 CORPUS_pii := debian-docs
+CORPUS_toxicity+pii := toxicity+pii
 
 demo: $(BIN)/phf
 ifneq ($(TASK),pep8)

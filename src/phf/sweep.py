@@ -36,6 +36,8 @@ class SweepRun:
     budget_fraction: float = 1.0
     #: name of the run whose final model this one starts from (finetuning)
     start_from: str | None = None
+    #: config overrides of this run only
+    overrides: tuple[str, ...] = ()
 
 
 def plan(objectives: tuple[str, ...], finetune: str | None = None, finetune_fraction: float = 0.5) -> list[SweepRun]:
@@ -68,6 +70,22 @@ def task_config(task: str, scale: str | None) -> str:
     return f"tasks/{task}"
 
 
+def conditioning_section(run_dirs: list[Path], attributes: list[str]) -> str:
+    """Markdown: rows = (run, conditioning), columns = each attribute's misalignment."""
+    lines = ["## Each attribute under each conditioning", "",
+             "Mean misalignment of samples per attribute. A conditioning starts generation with the",
+             "`<|attribute:aligned|>` tokens it names and forbids their `<|attribute:misaligned|>` tokens;",
+             "the other attributes are left unspecified.", "",
+             "| run | conditioning | " + " | ".join(f"{a} ↓" for a in attributes) + " |",
+             "|---|---|" + "---:|" * len(attributes)]
+    for run_dir in run_dirs:
+        results = json.loads((Path(run_dir) / "results.json").read_text())
+        for row in results.get("conditioning", []):
+            lines.append(f"| {Path(run_dir).name} | {row['conditioning']} | "
+                         + " | ".join(f"{row[a]:.5f}" for a in attributes) + " |")
+    return "\n".join(lines) + "\n"
+
+
 class _Timer:
     def __init__(self, path: Path):
         self.path = path
@@ -85,6 +103,7 @@ class _Timer:
 def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (), model: str = "tiny",
                scale: str | None = "demo") -> Config:
     files = [task_config(task, scale), objective_config(run.objective, task), f"models/{model}"]
+    overrides = [*overrides, *run.overrides]
     base = load_config(files + ([scale] if scale else []), overrides)
     extra = [f"data.scored_path={out_dir / 'scored.jsonl'}",
              f"training.output_dir={out_dir / run.name}",
@@ -113,6 +132,11 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     t_start = time.time()
     runs = plan(tuple(objectives), finetune)
     base = run_config(task, out_dir, runs[0], overrides, model, scale)
+    attributes = list(base.task.attributes)
+    if len(attributes) > 1 and "conditional" in objectives:
+        # next to conditional training on every attribute: one run per single attribute
+        runs += [SweepRun(f"conditional-{a}", "conditional", overrides=(f"objective.attributes=[{a}]",))
+                 for a in attributes]
 
     scored = Path(base.data.scored_path)
     if not scored.exists():
@@ -143,6 +167,11 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     report_runs = [out_dir / r.name for r in runs]
     report = timer.run("report", lambda: write_report(report_runs, out_dir / "report.md",
                                                       title=title or f"phf sweep: {task}"))
+    if len(attributes) > 1:
+        section = conditioning_section(report_runs, attributes)
+        with open(out_dir / "report.md", "a") as f:
+            f.write("\n" + section)
+        report += "\n" + section
     log.info("finished in %.1f s (this invocation); report: %s", time.time() - t_start, out_dir / "report.md")
     print(report)
     print("stage timings (s):", json.dumps(timer.times))

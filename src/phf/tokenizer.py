@@ -52,15 +52,26 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
     return tok
 
 
-def add_control_tokens(tok: PreTrainedTokenizerBase) -> int:
-    """Add <|aligned|>/<|misaligned|> as special tokens; returns how many were new."""
-    return tok.add_tokens(list(CONTROL_TOKENS), special_tokens=True)
+def attribute_tokens(attribute: str) -> tuple[str, str]:
+    """The control tokens of one attribute when several are trained at once:
+    ("<|toxicity:aligned|>", "<|toxicity:misaligned|>")."""
+    return f"<|{attribute}:aligned|>", f"<|{attribute}:misaligned|>"
+
+
+def add_control_tokens(tok: PreTrainedTokenizerBase, attributes: list[str] | None = None) -> int:
+    """Add the control tokens as special tokens; returns how many were new.
+
+    One attribute: <|aligned|>/<|misaligned|>. Several: a pair per attribute
+    (`attribute_tokens`), so generation can ask for any combination of them.
+    """
+    tokens = list(CONTROL_TOKENS) if not attributes else [t for a in attributes for t in attribute_tokens(a)]
+    return tok.add_tokens(tokens, special_tokens=True)
 
 
 def control_token_ids(tok: PreTrainedTokenizerBase) -> dict[str, int]:
-    """{token: id} for the control tokens the tokenizer has (empty if none)."""
-    vocab = tok.get_vocab()
-    return {t: vocab[t] for t in CONTROL_TOKENS if t in vocab}
+    """{token: id} for the control tokens the tokenizer has, per-attribute ones included."""
+    return {t: i for t, i in tok.get_vocab().items()
+            if t in CONTROL_TOKENS or (t.startswith("<|") and t.endswith("aligned|>") and ":" in t)}
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, path: str | Path) -> None:

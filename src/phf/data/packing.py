@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from phf.data.transforms import add_control_tokens, keep_document
+from phf.data.transforms import add_attribute_control_tokens, add_control_tokens, keep_document, segment_scores
+from phf.scorers.multi import attribute_scores
 from phf.objectives import IGNORE_INDEX
 
 SPLITS = ("train", "heldout")
@@ -37,6 +38,11 @@ class PackSpec:
     drop_token_fraction: float = 0.0
     heldout_fraction: float = 0.02
     seed: int = 42
+    #: several attributes: {name: {threshold, drop_token_fraction}} for conditional training,
+    #: and the rule that combines their scores for the other objectives
+    attributes: dict = field(default_factory=dict)
+    combine: str = "max"
+    combine_weights: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -89,14 +95,15 @@ def encode_documents(tokenizer, docs: list[tuple[list[str], list[float]]]) -> li
     out = []
     for (texts, scores), enc in zip(docs, encodings):
         starts = np.cumsum([0] + [len(t) for t in texts[:-1]])
-        token_starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(enc.offsets))
+        offsets = enc.offsets  # built anew (a tuple per token) at each access: read it once
+        token_starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
         segment = np.searchsorted(starts, token_starts, side="right") - 1
         out.append((np.asarray(enc.ids, dtype=np.uint32), np.asarray(scores, dtype=np.float32)[segment]))
     return out
 
 
 def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path,
-         batch_documents: int = 256, total: int | None = None) -> PackStats:
+         batch_documents: int = 256, total: int | None = None, batch_chars: int = 1 << 20) -> PackStats:
     """Pack scored records into `out_dir` (train and held-out splits)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,16 +116,18 @@ def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path
     it = iter(records)
     bar = tqdm(total=total, desc="packing", unit="doc")
     try:
-        while batch := list(islice(it, batch_documents)):
+        while batch := _next_batch(it, batch_documents, batch_chars):
             docs, splits = [], []
             for record in batch:
                 split = "heldout" if split_rng.random() < spec.heldout_fraction else "train"
-                texts, scores = record["texts"], record["scores"]
-                if spec.objective == "filtering" and split == "train" and not keep_document(record, spec.threshold):
+                texts = record["texts"]
+                scores = segment_scores(record, spec.combine, spec.combine_weights)
+                if spec.objective == "filtering" and split == "train" and \
+                        not keep_document(record, spec.threshold, spec.combine, spec.combine_weights):
                     stats.filtered_documents += 1
                     continue
                 if spec.objective == "conditional":
-                    texts = add_control_tokens(texts, scores, spec.threshold, spec.drop_token_fraction, drop_rng)
+                    texts = _with_control_tokens(record, texts, scores, spec, drop_rng)
                 docs.append((texts, scores))
                 splits.append(split)
             for split, (ids, scores) in zip(splits, encode_documents(tokenizer, docs)):
@@ -134,6 +143,30 @@ def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path
         stats.blocks[s] = writers[s].blocks
     (out_dir / "pack.json").write_text(json.dumps({"spec": asdict(spec), "stats": asdict(stats)}, indent=2))
     return stats
+
+
+def _next_batch(it, max_documents: int, max_chars: int) -> list[dict]:
+    """Up to `max_documents` records, cut once they hold `max_chars` characters, so that
+    the tokenizer's output for a batch (~100 bytes per token) is bounded and peak memory
+    does not grow with the corpus (a batch of large files would set it otherwise)."""
+    batch, chars = [], 0
+    for record in islice(it, max_documents):
+        batch.append(record)
+        chars += sum(len(t) for t in record["texts"])
+        if chars >= max_chars:
+            break
+    return batch
+
+
+def _with_control_tokens(record: dict, texts: list[str], scores: list[float], spec: PackSpec,
+                         rng: random.Random) -> list[str]:
+    per_attribute = attribute_scores(record)
+    if per_attribute is None:
+        return add_control_tokens(texts, scores, spec.threshold, spec.drop_token_fraction, rng)
+    if not spec.attributes:
+        raise ValueError("multi-attribute records need task.attributes ({name: {threshold, "
+                         "drop_token_fraction}}) for conditional training")
+    return add_attribute_control_tokens(texts, per_attribute, spec.attributes, rng)
 
 
 class PackedDataset(torch.utils.data.Dataset):

@@ -232,6 +232,18 @@ def debian_doc_documents(root: str | os.PathLike = DEBIAN_DOC_DIR,
         yield {"text": text, "meta": {"source": f"debian-{kind}", "path": str(path)}}
 
 
+def mixed_documents(every: int = 16, **kwargs) -> Iterator[dict]:
+    """Fortunes with a Debian changelog or copyright file after every `every` of them:
+    prose where both toxicity and PII occur, for training on the two at once."""
+    debian = debian_doc_documents()
+    for i, doc in enumerate(fortune_documents(**kwargs), 1):
+        yield doc
+        if i % every == 0:
+            extra = next(debian, None)
+            if extra is not None:
+                yield extra
+
+
 # --- entry points ---------------------------------------------------------------------
 
 #: name -> (documents function, fetch function or None)
@@ -239,6 +251,7 @@ CORPORA: dict[str, tuple[Callable[..., Iterator[dict]], Callable[..., object] | 
     "fortunes": (fortune_documents, fetch_fortunes),
     "brown": (brown_documents, fetch_brown),
     "debian-docs": (debian_doc_documents, None),
+    "toxicity+pii": (mixed_documents, fetch_fortunes),
 }
 
 

@@ -12,6 +12,8 @@ _REGISTRY: dict[str, str] = {
     # name -> "module:Class"; imported lazily so a missing optional backend only
     # fails when that scorer is asked for.
     "pep8": "phf.scorers.pep8:PEP8Scorer",
+    "multi": "phf.scorers.multi:MultiScorer",
+    "pep8-ruff": "phf.scorers.pep8_ruff:RuffPEP8Scorer",
     "toxicity": "phf.scorers.toxicity:ToxicityScorer",
     "pii": "phf.scorers.pii:PIIScorer",
 }
@@ -58,6 +60,12 @@ def get_scorer(name: str, **kwargs) -> Scorer:
     raise ValueError(f"scorer {name!r} ({target}) is neither a Scorer subclass nor a function")
 
 
+def task_scorer(task) -> Scorer:
+    """The scorer of a task config; a multi-attribute one combines per the task's rule."""
+    extra = {"combine": task.combine, "combine_weights": task.combine_weights} if task.scorer == "multi" else {}
+    return get_scorer(task.scorer, **{**task.scorer_args, **extra})
+
+
 class FunctionScorer(Scorer):
     """Adapts a plain `f(texts) -> scores` function to the Scorer interface."""
 
@@ -75,4 +83,4 @@ class FunctionScorer(Scorer):
         return [float(x) for x in self.fn(list(segments))]
 
 
-__all__ = ["Scorer", "get_scorer", "register_scorer", "available_scorers", "FunctionScorer"]
+__all__ = ["Scorer", "get_scorer", "task_scorer", "register_scorer", "available_scorers", "FunctionScorer"]
