@@ -75,12 +75,12 @@ def main(argv=None) -> dict:
         shape = common.PRESET_SHAPES[preset]
         peaks, runs = [matmul_flops()], []
         for _ in range(repeats):
-            run = trainloop.timed_run("phf", path, tok, preset, return_trainer=True, **p)
+            run, _ = common.clean_repeat(lambda: trainloop.timed_run("phf", path, tok, preset, return_trainer=True, **p))
             trainer = run.pop("trainer")
             per_token, n = model_flops_per_token(trainer.model, shape["block_size"])
             run["model_flops_per_s"] = run["tokens_per_s"] * per_token
             runs.append(run)
-            peaks.append(matmul_flops())
+            peaks.append(common.clean_repeat(matmul_flops)[0])
         peak = common.median(peaks)
         model_flops = common.median([r["model_flops_per_s"] for r in runs])
         out["presets"][preset] = {
@@ -96,9 +96,12 @@ def main(argv=None) -> dict:
     path, tok = common.packed("mle", preset)
     fused, plain = [], []
     for _ in range(repeats):
-        plain.append(trainloop.timed_run("phf", path, tok, preset, **p)["tokens_per_s"])
-        fused.append(trainloop.timed_run("phf", path, tok, preset, config_overrides={
-            "activation_function": "gelu_pytorch_tanh"}, **p)["tokens_per_s"])
+        a, b = common.clean_repeat(lambda: (
+            trainloop.timed_run("phf", path, tok, preset, **p)["tokens_per_s"],
+            trainloop.timed_run("phf", path, tok, preset, config_overrides={
+                "activation_function": "gelu_pytorch_tanh"}, **p)["tokens_per_s"]))[0]
+        plain.append(a)
+        fused.append(b)
     out["tiny_gelu_pytorch_tanh"] = {
         "tokens_per_s": {"gelu_new": common.median(plain), "gelu_pytorch_tanh": common.median(fused)},
         "speedup": common.median(fused) / common.median(plain),

@@ -35,13 +35,16 @@ def main(argv=None) -> dict:
     data = {name: common.packed(name, "tiny") for name in ("mle", *OBJECTIVES)}
     tps = {name: [] for name in ("mle", *OBJECTIVES)}
     ratios = {name: [] for name in OBJECTIVES}
+    retries = 0
     for r in range(repeats):
         order = list(OBJECTIVES[r % len(OBJECTIVES):] + OBJECTIVES[:r % len(OBJECTIVES)])
-        this = {}
-        for name in ["mle", *order]:
-            path, tok = data[name]
-            this[name] = trainloop.timed_run("phf", path, tok, "tiny", batch_size=batch_size, steps=steps,
-                                             objective=name)["tokens_per_s"]
+        def one_repeat():
+            return {name: trainloop.timed_run("phf", *data[name], "tiny", batch_size=batch_size, steps=steps,
+                                              objective=name)["tokens_per_s"] for name in ["mle", *order]}
+
+        this, n = common.clean_repeat(one_repeat)
+        retries += n
+        for name in this:
             tps[name].append(this[name])
         for name in OBJECTIVES:
             ratios[name].append(this[name] / this["mle"])
@@ -50,7 +53,7 @@ def main(argv=None) -> dict:
         "preset": "tiny", "batch_size": batch_size, "steps_per_run": steps,
         "tokens_per_s": {k: common.summary(v) for k, v in tps.items()},
         "ratio_vs_mle": {k: common.summary(v) for k, v in ratios.items()},
-        "target": ">= 0.95x MLE",
+        "target": ">= 0.95x MLE", "repeats_redone_after_a_stop": retries,
         "met": all(common.median(v) >= 0.95 for v in ratios.values()),
     }
     common.write_result("objective_overhead", result)

@@ -165,6 +165,11 @@ def write_report(ran: dict) -> Path:
             continue
         for row in rows_for(name, r):
             md.append("| " + " | ".join(row) + " |")
+    missed = [f"- {b}: {m} (target {t})" for name in SCRIPTS if (r := results.get(name))
+              for b, m, t, ok in rows_for(name, r) if ok == "**no**"]
+    if missed:
+        md += ["", "## Targets not met", "", *missed, "",
+               "By how much and why: `bench/NOTES.md`, section \"Targets not met\"."]
     md += ["", "## Details", ""]
     for name in SCRIPTS:
         r = results.get(name)

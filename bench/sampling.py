@@ -70,10 +70,14 @@ def main(argv=None) -> dict:
         ratios = []
         for r in range(repeats):
             order = ("generate", "phf") if r % 2 == 0 else ("phf", "generate")
-            this = {}
+
+            def one_repeat():
+                return {kind: (baseline if kind == "generate" else phf)(model, tok, n, batch_size, max_new_tokens, **kw)
+                        for kind in order}
+
+            this, retries = common.clean_repeat(one_repeat)
+            result["repeats_redone_after_a_stop"] = result.get("repeats_redone_after_a_stop", 0) + retries
             for kind in order:
-                fn = baseline if kind == "generate" else phf
-                this[kind] = fn(model, tok, n, batch_size, max_new_tokens, **kw)
                 rates[kind].append(this[kind])
             ratios.append(this["phf"] / this["generate"])
             print(f"{name} repeat {r}: generate {this['generate']:.2f}, phf {this['phf']:.2f} samples/s "

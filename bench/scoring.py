@@ -135,9 +135,10 @@ def main(argv=None) -> dict:
     rows = {"baseline_pycodestyle_1proc": [], "phf_pep8_ruff": [], "phf_pep8_ruff_continuation_lines": [],
             "phf_pep8_pycodestyle_all_cores": []}
     ratios = []
+    retries = 0
     for r in range(repeats):
-        tb = baseline(texts)
-        tr = phf_scoring(texts, "pep8-ruff")
+        (tb, tr), n = common.clean_repeat(lambda: (baseline(texts), phf_scoring(texts, "pep8-ruff")))
+        retries += n
         rows["baseline_pycodestyle_1proc"].append(size / tb)
         rows["phf_pep8_ruff"].append(size / tr)
         ratios.append(tb / tr)
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
         "ratio_other_backends": {
             k: common.median(rows[k]) / common.median(rows["baseline_pycodestyle_1proc"])
             for k in ("phf_pep8_ruff_continuation_lines", "phf_pep8_pycodestyle_all_cores")},
-        "target": ">= 10x on 2 cores",
+        "target": ">= 10x on 2 cores", "repeats_redone_after_a_stop": retries,
         "met": common.median(ratios) >= 10,
         "agreement": agreement(texts),
     }
