@@ -37,6 +37,9 @@ sys.path.insert(0, str(ROOT / "src"))
 PRESET_SHAPES = {
     "tiny": dict(vocab_size=8192, block_size=256, batch_size=16),
     "small": dict(vocab_size=16384, block_size=512, batch_size=16),
+    # the paper's model: only bench/gpu_mfu.py uses it
+    # (4 MB of code runs out of BPE merges at ~31k tokens: the tokenizer learns from more)
+    "gpt2-small": dict(vocab_size=50257, block_size=1024, batch_size=16, tokenizer_bytes=24_000_000),
 }
 
 
@@ -144,7 +147,7 @@ def packed(objective: str, preset: str = "tiny", max_bytes: int = 4_000_000, thr
     from phf.tokenizer import add_control_tokens
 
     shape = PRESET_SHAPES[preset]
-    tok = tokenizer(shape["vocab_size"])
+    tok = tokenizer(shape["vocab_size"], shape.get("tokenizer_bytes", 4_000_000))
     if objective == "conditional":
         add_control_tokens(tok)
     if threshold is None:  # the PEP8 task's reference thresholds

@@ -25,10 +25,20 @@ from phf.trainer import PHFTrainer
 
 
 class _StepClock(TrainerCallback):
-    def __init__(self):
+    """The wall-clock time at the end of each optimizer step.
+
+    On a GPU the steps run asynchronously, so the clock waits for the device at the
+    end of the warm-up and of the last step (the two times the throughput uses) and
+    nowhere else: a wait at every step would stall the launch of the next one.
+    """
+
+    def __init__(self, sync_at: tuple[int, ...] = ()):
         self.times: list[float] = []
+        self.sync_at = set(sync_at)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.sync_at and torch.cuda.is_available():
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter())
 
 
@@ -63,18 +73,27 @@ def training_args(out_dir: str, steps: int, batch_size: int, bf16: bool = False,
 
 def timed_run(kind: str, dataset_dir, tokenizer, preset: str, *, batch_size: int, warmup: int = 1,
               steps: int = 4, objective: str = "mle", bf16: bool = False, threshold: float = 0.0,
-              config_overrides: dict | None = None, return_trainer: bool = False) -> dict:
-    """One timed run; kind = "phf" or "hf" (the plain transformers.Trainer baseline)."""
+              config_overrides: dict | None = None, return_trainer: bool = False,
+              compile: bool = False, repeat_data: bool = False) -> dict:
+    """One timed run; kind = "phf" or "hf" (the plain transformers.Trainer baseline).
+
+    `compile`: torch.compile the model (TrainingArguments.torch_compile, what phf's
+    `training.compile` sets) on both sides; the warm-up steps then include compiling.
+    `repeat_data`: let a long run go over the packed blocks more than once.
+    """
     shape = common.PRESET_SHAPES[preset]
     ds = PackedDataset(dataset_dir, "train")
     total = warmup + steps
-    assert len(ds) >= total * batch_size, f"need {total * batch_size} blocks, have {len(ds)}"
+    assert repeat_data or len(ds) >= total * batch_size, f"need {total * batch_size} blocks, have {len(ds)}"
     model = make_model(preset, len(tokenizer), shape["block_size"], config_overrides=config_overrides)
     if objective == "conditional":
         resize_for_new_tokens(model, len(tokenizer))
-    clock = _StepClock()
+    clock = _StepClock(sync_at=(warmup, total))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
-        args = training_args(tmp, total, batch_size, bf16=bf16)
+        # as phf train: a compiled run drops an epoch's last, smaller batch (no recompiling)
+        args = training_args(tmp, total, batch_size, bf16=bf16, torch_compile=compile, dataloader_drop_last=compile)
         if kind == "hf":
             trainer = Trainer(model=model, args=args, train_dataset=_LMOnly(ds), callbacks=[clock])
         else:
@@ -95,6 +114,8 @@ def timed_run(kind: str, dataset_dir, tokenizer, preset: str, *, batch_size: int
     seconds = times[-1] - times[warmup - 1] if warmup else times[-1] - t0
     out = {"tokens_per_s": tokens / seconds, "seconds_per_step": seconds / steps, "wall_s": wall,
            "params": sum(p.numel() for p in model.parameters())}
+    if torch.cuda.is_available():
+        out["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
     if return_trainer:
         out["trainer"] = trainer
     return out

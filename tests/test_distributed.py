@@ -285,5 +285,5 @@ def test_control_token_embeddings_train_in_sync_and_are_saved(conditional):
     assert torch.equal(a["before"][name][ids], r1["before"][name][ids])
     assert not torch.allclose(a["after"][name][ids], a["before"][name][ids], rtol=0, atol=1e-4)
     saved = AutoModelForCausalLM.from_pretrained(resumed / "run").get_input_embeddings().weight.detach()
-    assert saved.shape[0] == len(tok)
+    assert saved.shape[0] % 64 == 0 and len(tok) <= saved.shape[0] < len(tok) + 64
     assert torch.equal(saved[ids], a["after"][name][ids])

@@ -31,15 +31,27 @@ PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 NEW_EMBEDDING_NOISE = 0.01
 
 
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+    """`vocab_size` rounded up to a multiple of `multiple`."""
+    return -(-vocab_size // multiple) * multiple
+
+
 def build_model(cfg: ModelConfig, vocab_size: int, block_size: int) -> PreTrainedModel:
-    """A new model from a preset, or the checkpoint at `cfg.path`."""
+    """A new model from a preset, or the checkpoint at `cfg.path`.
+
+    A new model gets `vocab_size` (the tokenizer's length) rounded up to
+    `cfg.pad_vocab_to_multiple_of` embedding rows.
+    """
     if cfg.path:
         return load_model(cfg.path, cfg.attn_implementation, cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     if cfg.preset not in PRESETS:
         raise ValueError(f"model.preset {cfg.preset!r} is not one of {', '.join(PRESETS)}")
-    config = GPT2Config(vocab_size=vocab_size, n_positions=block_size,
+    config = GPT2Config(vocab_size=padded_vocab_size(vocab_size, cfg.pad_vocab_to_multiple_of), n_positions=block_size,
                         bos_token_id=0, eos_token_id=0, pad_token_id=0,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        # GPT-2's tanh GELU in one fused kernel; its default `gelu_new`
+                        # computes the same function in 8 elementwise kernels
+                        activation_function="gelu_pytorch_tanh",
                         **{**PRESETS[cfg.preset], **cfg.config_overrides})
     return AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
 
@@ -68,16 +80,23 @@ def load_model(path: str, attn_implementation: str = "sdpa", trust_remote_code: 
         trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
 
 
-def resize_for_new_tokens(model: PreTrainedModel, new_vocab_size: int, seed: int = 0) -> int:
-    """Grow the embeddings to `new_vocab_size`; new rows = mean of old rows + noise.
+def resize_for_new_tokens(model: PreTrainedModel, new_vocab_size: int, seed: int = 0,
+                          old_vocab_size: int | None = None, pad_to_multiple_of: int = 1) -> int:
+    """Make room for tokens `old_vocab_size .. new_vocab_size - 1`; their rows = mean of
+    the rows before them + noise.
 
-    Returns the number of rows added. With tied input/output embeddings (GPT-2)
-    one matrix is updated; untied output embeddings get the same treatment.
+    `old_vocab_size` is the tokenizer's length before the tokens were added (default:
+    the rows the model has). The matrix grows, rounded up to `pad_to_multiple_of`,
+    only when the new tokens don't fit in its padding rows. Returns the number of
+    rows initialised. With tied input/output embeddings (GPT-2) one matrix is
+    updated; untied output embeddings get the same treatment.
     """
-    old = model.get_input_embeddings().weight.shape[0]
+    rows = model.get_input_embeddings().weight.shape[0]
+    old = rows if old_vocab_size is None else old_vocab_size
     if new_vocab_size <= old:
         return 0
-    model.resize_token_embeddings(new_vocab_size, mean_resizing=False)
+    if new_vocab_size > rows:
+        model.resize_token_embeddings(padded_vocab_size(new_vocab_size, pad_to_multiple_of), mean_resizing=False)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
@@ -85,7 +104,7 @@ def resize_for_new_tokens(model: PreTrainedModel, new_vocab_size: int, seed: int
             w = emb.weight
             mean = w[:old].mean(dim=0)
             noise = torch.randn(new_vocab_size - old, w.shape[1], generator=gen) * NEW_EMBEDDING_NOISE
-            w[old:] = (mean + noise).to(w.dtype)
+            w[old:new_vocab_size] = (mean + noise).to(w.dtype)
     return new_vocab_size - old
 
 
@@ -94,3 +113,10 @@ def count_parameters(model: torch.nn.Module, non_embedding: bool = False) -> int
     if non_embedding:
         n -= sum(p.numel() for name, p in model.named_parameters() if "wte" in name or "wpe" in name)
     return n
+
+
+def padding_token_ids(model: PreTrainedModel, tokenizer) -> list[int]:
+    """The ids of the model's padding rows (beyond the tokenizer): never to be sampled."""
+    out = model.get_output_embeddings()
+    rows = out.weight.shape[0] if out is not None else model.config.get_text_config().vocab_size
+    return list(range(len(tokenizer), rows))

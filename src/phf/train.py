@@ -46,6 +46,13 @@ def bf16_enabled(setting) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def compile_enabled(setting) -> bool:
+    """Resolve training.compile: "auto" means torch.compile on a GPU, eager on CPU."""
+    if setting != "auto":
+        return bool(setting)
+    return torch.cuda.is_available()
+
+
 def world_size() -> int:
     """Data-parallel replicas: the processes of a distributed launch (WORLD_SIZE, set by
     torchrun, `accelerate launch` and the deepspeed launcher), or, started without a
@@ -171,6 +178,9 @@ def train(cfg: Config, resume: bool = False) -> Path:
         seed=t.seed,
         data_seed=t.seed,
         bf16=bf16_enabled(t.bf16),
+        torch_compile=compile_enabled(t.compile),
+        # a last, smaller batch of an epoch would make the compiled graph recompile
+        dataloader_drop_last=compile_enabled(t.compile),
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy="steps" if t.save_steps else "no",
@@ -206,7 +216,10 @@ def train(cfg: Config, resume: bool = False) -> Path:
                          f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")
 
     model = build_model(cfg.model, len(tokenizer), cfg.training.block_size)
-    resize_for_new_tokens(model, len(tokenizer), seed=cfg.training.seed)
+    # from a checkpoint, the added control tokens start at the mean of the trained rows
+    resize_for_new_tokens(model, len(tokenizer), seed=cfg.training.seed,
+                          old_vocab_size=len(tokenizer) - added if cfg.model.path else None,
+                          pad_to_multiple_of=cfg.model.pad_vocab_to_multiple_of)
     objective = objective_from_config(cfg.objective, threshold)
     if objective.needs_value_head:
         from phf.value_head import add_value_head, load_value_head

@@ -29,6 +29,10 @@ class PHFTrainer(Trainer):
     def __init__(self, *args, objective: Objective, tokens_per_step: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
+        # with training.compile the loss is compiled too: the model's compiled forward ends
+        # at the logits, and the cross-entropy over [B, T, vocab] in eager mode would write
+        # its float32 copies out in full
+        self._loss = torch.compile(objective.__call__, dynamic=False) if self.args.torch_compile else objective
         self.tokens_per_step = tokens_per_step
         self._stats: dict[str, list[float]] = defaultdict(list)
 
@@ -39,7 +43,7 @@ class PHFTrainer(Trainer):
         outputs = model(input_ids=inputs["input_ids"], output_hidden_states=need_values, use_cache=False)
         # computed inside the (wrapped) forward by the value head's hook, so DDP/FSDP/DeepSpeed see it
         values = outputs["token_values"] if need_values else None
-        result = self.objective(outputs.logits, labels, scores, values)
+        result = self._loss(outputs.logits, labels, scores, values)
         if model.training:
             for k, v in result.stats.items():
                 self._stats[k].append(float(v))

@@ -95,7 +95,7 @@ class EvalCallback(TrainerCallback):
 
         t0 = time.time()
         e, task = self.cfg.eval, self.cfg.task
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model, keep_torch_compile=False)
         if self._scorer is None:  # loaded once, on first use (a reward model can be large)
             self._scorer = task_scorer(task)
             self._heldout = heldout_dataset(self.run_dir, self.tokenizer)

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from phf.model import padding_token_ids
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,6 +52,8 @@ def generate_samples(model, tokenizer, num_samples: int, *, prompts: Sequence[st
     model.eval()
     bad_words = [tokenizer(t, add_special_tokens=False).input_ids for t in forbidden_texts]
     bad_words = [ids for ids in bad_words if ids] or None
+    # the embedding matrix's padding rows (phf.model.padded_vocab_size) are not tokens
+    suppress = padding_token_ids(model, tokenizer) or None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     start = [tokenizer.eos_token_id] + tokenizer(prefix_text, add_special_tokens=False).input_ids
     prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts] if prompts else [[]]
@@ -67,7 +71,7 @@ def generate_samples(model, tokenizer, num_samples: int, *, prompts: Sequence[st
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
             gen = model.generate(
                 input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,  # nucleus only, as in the paper
-                max_new_tokens=max_new_tokens, bad_words_ids=bad_words, pad_token_id=pad_id,
+                max_new_tokens=max_new_tokens, bad_words_ids=bad_words, suppress_tokens=suppress, pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id)
             out.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=skip_special_tokens))
             bar.update(n)
