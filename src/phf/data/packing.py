@@ -13,7 +13,10 @@ so memory stays flat however large the corpus; `PackedDataset` memory-maps them.
 from __future__ import annotations
 
 import json
+import os
 import random
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -88,23 +91,74 @@ class _BlockWriter:
         self.scores_file.close()
 
 
-def encode_documents(tokenizer, docs: list[tuple[list[str], list[float]]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Token ids and per-token segment scores for each (segments, scores) document."""
+def token_byte_lengths(tokenizer) -> np.ndarray | None:
+    """Bytes of text behind each token id, for a byte-level BPE (GPT-2 style), else None.
+
+    In a byte-level BPE without a normalizer or prefix space, the tokens of a text
+    partition its UTF-8 bytes, and a token's string has one character per byte (added
+    tokens excepted: their text itself). Token starts are then a cumulative sum, which
+    spares the tokenizer its offsets and Python a tuple per token.
+    """
+    from tokenizers import pre_tokenizers
+
     backend = tokenizer.backend_tokenizer
-    encodings = backend.encode_batch(["".join(texts) for texts, _ in docs], add_special_tokens=False)
+    pre = backend.pre_tokenizer
+    if backend.normalizer is not None or not isinstance(pre, pre_tokenizers.ByteLevel) or pre.add_prefix_space:
+        return None
+    lengths = np.zeros(max(len(tokenizer), backend.get_vocab_size(with_added_tokens=True)), dtype=np.int64)
+    for token, i in backend.get_vocab(with_added_tokens=False).items():
+        lengths[i] = len(token)
+    for i, added in backend.get_added_tokens_decoder().items():
+        lengths[i] = len(added.content.encode("utf-8"))
+    return lengths
+
+
+def encode_documents(tokenizer, docs: list[tuple[list[str], list[float]]],
+                     byte_lengths: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Token ids and per-token segment scores for each (segments, scores) document.
+
+    With `byte_lengths` (from `token_byte_lengths`) token starts are counted in bytes
+    from the ids; a document whose tokens do not add up to its bytes falls back to the
+    tokenizer's character offsets. Either way a token gets the segment of its first
+    character (a token that starts inside a multi-byte character: that character's).
+    """
+    backend = tokenizer.backend_tokenizer
+    texts_joined = ["".join(texts) for texts, _ in docs]
+    if byte_lengths is not None:
+        encodings = backend.encode_batch_fast(texts_joined, add_special_tokens=False)
+    else:
+        encodings = backend.encode_batch(texts_joined, add_special_tokens=False)
     out = []
-    for (texts, scores), enc in zip(docs, encodings):
-        starts = np.cumsum([0] + [len(t) for t in texts[:-1]])
-        offsets = enc.offsets  # built anew (a tuple per token) at each access: read it once
-        token_starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
-        segment = np.searchsorted(starts, token_starts, side="right") - 1
-        out.append((np.asarray(enc.ids, dtype=np.uint32), np.asarray(scores, dtype=np.float32)[segment]))
+    for (texts, scores), text, enc in zip(docs, texts_joined, encodings):
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        segment = None
+        if byte_lengths is not None:
+            sizes = byte_lengths[ids]
+            seg_bytes = [len(t.encode("utf-8")) for t in texts]
+            if sizes.sum() == sum(seg_bytes):
+                token_starts = np.cumsum(sizes) - sizes
+                segment = np.searchsorted(np.cumsum(seg_bytes[:-1]), token_starts, side="right")
+            else:  # not a partition of the bytes: this document takes the exact route
+                enc = backend.encode(text, add_special_tokens=False)
+                ids = np.asarray(enc.ids, dtype=np.int64)
+        if segment is None:
+            offsets = enc.offsets  # built anew (a tuple per token) at each access: read it once
+            token_starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
+            segment = np.searchsorted(np.cumsum([len(t) for t in texts[:-1]]), token_starts, side="right")
+        out.append((ids.astype(np.uint32), np.asarray(scores, dtype=np.float32)[segment]))
     return out
 
 
 def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path,
-         batch_documents: int = 256, total: int | None = None, batch_chars: int = 1 << 20) -> PackStats:
-    """Pack scored records into `out_dir` (train and held-out splits)."""
+         batch_documents: int = 256, total: int | None = None, batch_chars: int = 1 << 16,
+         threads: int | None = None) -> PackStats:
+    """Pack scored records into `out_dir` (train and held-out splits).
+
+    Batches are tokenized on `threads` threads (default: the usable cores, at most 4;
+    the Rust tokenizer releases the GIL), while the main thread reads the next records
+    and writes blocks. Results are consumed in order, so the output does not depend
+    on the number of threads.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     eos = np.asarray([tokenizer.eos_token_id], dtype=np.uint32)
@@ -115,26 +169,39 @@ def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path
     writers = {s: _BlockWriter(out_dir, s, spec.block_size) for s in SPLITS}
     it = iter(records)
     bar = tqdm(total=total, desc="packing", unit="doc")
+    threads = threads or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    in_flight: deque = deque()  # (records in the batch, splits, future of the encodings), oldest first
+    byte_lengths = token_byte_lengths(tokenizer)
+
+    def write_oldest() -> None:
+        n_records, splits, encoded = in_flight.popleft()
+        for split, (ids, scores) in zip(splits, encoded.result()):
+            writers[split].add(np.concatenate([ids, eos]), np.concatenate([scores, eos_score]))
+            stats.documents[split] += 1
+            stats.tokens[split] += len(ids) + 1
+        bar.update(n_records)
+
     try:
-        while batch := _next_batch(it, batch_documents, batch_chars):
-            docs, splits = [], []
-            for record in batch:
-                split = "heldout" if split_rng.random() < spec.heldout_fraction else "train"
-                texts = record["texts"]
-                scores = segment_scores(record, spec.combine, spec.combine_weights)
-                if spec.objective == "filtering" and split == "train" and \
-                        not keep_document(record, spec.threshold, spec.combine, spec.combine_weights):
-                    stats.filtered_documents += 1
-                    continue
-                if spec.objective == "conditional":
-                    texts = _with_control_tokens(record, texts, scores, spec, drop_rng)
-                docs.append((texts, scores))
-                splits.append(split)
-            for split, (ids, scores) in zip(splits, encode_documents(tokenizer, docs)):
-                writers[split].add(np.concatenate([ids, eos]), np.concatenate([scores, eos_score]))
-                stats.documents[split] += 1
-                stats.tokens[split] += len(ids) + 1
-            bar.update(len(batch))
+        with ThreadPoolExecutor(threads, thread_name_prefix="pack") as pool:
+            while batch := _next_batch(it, batch_documents, batch_chars):
+                docs, splits = [], []
+                for record in batch:
+                    split = "heldout" if split_rng.random() < spec.heldout_fraction else "train"
+                    texts = record["texts"]
+                    scores = segment_scores(record, spec.combine, spec.combine_weights)
+                    if spec.objective == "filtering" and split == "train" and \
+                            not keep_document(record, spec.threshold, spec.combine, spec.combine_weights):
+                        stats.filtered_documents += 1
+                        continue
+                    if spec.objective == "conditional":
+                        texts = _with_control_tokens(record, texts, scores, spec, drop_rng)
+                    docs.append((texts, scores))
+                    splits.append(split)
+                in_flight.append((len(batch), splits, pool.submit(encode_documents, tokenizer, docs, byte_lengths)))
+                if len(in_flight) > threads:  # keep every thread busy, and memory to a few batches
+                    write_oldest()
+            while in_flight:
+                write_oldest()
     finally:
         bar.close()
         for w in writers.values():
