@@ -91,22 +91,22 @@ def main(argv=None) -> dict:
         }
         print(f"{preset}: {model_flops / 1e9:.1f} model GFLOP/s over {peak / 1e9:.1f} matmul GFLOP/s "
               f"= {model_flops / peak:.1%}", flush=True)
-    # what the fused GELU would give (a model config change, not made: see NOTES.md)
+    # what the presets' fused GELU gains over GPT-2's default `gelu_new` (same function, 8 kernels)
     preset, p = "tiny", plan["tiny"]
     path, tok = common.packed("mle", preset)
     fused, plain = [], []
     for _ in range(repeats):
         a, b = common.clean_repeat(lambda: (
-            trainloop.timed_run("phf", path, tok, preset, **p)["tokens_per_s"],
             trainloop.timed_run("phf", path, tok, preset, config_overrides={
-                "activation_function": "gelu_pytorch_tanh"}, **p)["tokens_per_s"]))[0]
+                "activation_function": "gelu_new"}, **p)["tokens_per_s"],
+            trainloop.timed_run("phf", path, tok, preset, **p)["tokens_per_s"]))[0]
         plain.append(a)
         fused.append(b)
-    out["tiny_gelu_pytorch_tanh"] = {
+    out["tiny_gelu_new"] = {
         "tokens_per_s": {"gelu_new": common.median(plain), "gelu_pytorch_tanh": common.median(fused)},
-        "speedup": common.median(fused) / common.median(plain),
-        "mfu_with_fused_gelu": out["presets"]["tiny"]["mfu"] * common.median(fused) / common.median(plain)}
-    print("tiny with gelu_pytorch_tanh:", out["tiny_gelu_pytorch_tanh"], flush=True)
+        "fused_speedup": common.median(fused) / common.median(plain),
+        "mfu_with_gelu_new": out["presets"]["tiny"]["mfu"] * common.median(plain) / common.median(fused)}
+    print("tiny with GPT-2's unfused gelu_new:", out["tiny_gelu_new"], flush=True)
     out["met"] = all(v["mfu"] >= 0.5 for v in out["presets"].values())
     common.write_result("mfu", out)
     return out

@@ -5,6 +5,8 @@ same settings as an evaluation (temperature 0.7, top-p 0.9, top-k off, EOS start
 batch and length. phf's number includes what generate_samples does beyond generate
 (building the batch, decoding the samples to text). Two scenarios: unconditional,
 and conditional (<|aligned|> prefix, <|misaligned|> forbidden via bad_words_ids).
+The model's embedding matrix is padded to a multiple of 64 rows (phf's default); both
+sides keep those rows from being sampled (generate: `suppress_tokens`).
 Each repeat runs both back to back; ratio per repeat, median.
 
     .venv/bin/python bench/sampling.py [--quick]
@@ -23,6 +25,9 @@ import common  # noqa: E402
 def baseline(model, tok, n, batch_size, max_new_tokens, prefix="", forbidden=()):
     import torch
 
+    from phf.model import padding_token_ids
+
+    suppress = padding_token_ids(model, tok) or None
     start = [tok.eos_token_id] + tok(prefix, add_special_tokens=False).input_ids
     bad = [tok(t, add_special_tokens=False).input_ids for t in forbidden] or None
     torch.manual_seed(0)
@@ -31,7 +36,7 @@ def baseline(model, tok, n, batch_size, max_new_tokens, prefix="", forbidden=())
             b = min(batch_size, n - first)
             ids = torch.tensor([start] * b)
             model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.7,
-                           top_p=0.9, top_k=0, max_new_tokens=max_new_tokens, bad_words_ids=bad,
+                           top_p=0.9, top_k=0, max_new_tokens=max_new_tokens, bad_words_ids=bad, suppress_tokens=suppress,
                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     return n / t.seconds
 

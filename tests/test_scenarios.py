@@ -90,14 +90,17 @@ def conditional_lm():
 
 
 def _capture_inputs(model, monkeypatch):
+    """The batches the sampler decodes (its real decoding still runs)."""
+    from phf.evaluation import sampling
+
     calls = []
-    original = model.generate
+    original = sampling._decode
 
-    def generate(**kwargs):
-        calls.append(kwargs)
-        return original(**kwargs)
+    def decode(model, ids, mask, **kwargs):
+        calls.append({"input_ids": ids, "attention_mask": mask, **kwargs})
+        return original(model, ids, mask, **kwargs)
 
-    monkeypatch.setattr(model, "generate", generate)
+    monkeypatch.setattr(sampling, "_decode", decode)
     return calls
 
 
@@ -116,7 +119,7 @@ def test_control_token_goes_where_the_scenario_says(conditional_lm, tmp_path, mo
     aligned = tok.convert_tokens_to_ids(ALIGNED)
     misaligned = tok.convert_tokens_to_ids(MISALIGNED)
     (call,) = calls
-    assert call["bad_words_ids"] == [[misaligned]]
+    assert misaligned in call["banned"] and aligned not in call["banned"]
     for i, row in enumerate(call["input_ids"].tolist()):
         row = row[call["attention_mask"][i].tolist().index(1):]  # drop the left padding
         prompt_ids = tok(prompts[i % 2], add_special_tokens=False).input_ids
