@@ -2,11 +2,10 @@ import math
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_runs import save_tiny_lm
 
 import phf.evaluation.kl as kl_module
 from phf.evaluation.kl import kl_to_reference, sequence_logprobs
-from phf.tokenizer import add_control_tokens, train_tokenizer
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n",
@@ -17,30 +16,11 @@ CORPUS = [
 
 
 def make_lm(path, vocab_size=300, seed=0, corpus=CORPUS, control_tokens=False):
-    """A tiny random GPT-2 with its own byte-level BPE, saved like a phf run."""
-    tok = train_tokenizer(corpus, vocab_size=vocab_size)
-    if control_tokens:
-        add_control_tokens(tok)
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_layer=2, n_head=2, n_embd=32,
-                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: with 2 threads on a busy 2-core machine, every op waits on the
-    # other thread (~1000x slower); one thread is fastest.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return save_tiny_lm(path, corpus, vocab_size, seed, control_tokens=control_tokens)
 
 
 @pytest.fixture(scope="module")
-def lms(one_thread, tmp_path_factory):
+def lms(tmp_path_factory):
     root = tmp_path_factory.mktemp("lms")
     return {
         "ref": make_lm(root / "ref", seed=0),

@@ -6,12 +6,17 @@ import json
 
 import pytest
 import torch
+from tiny_runs import scored_corpus, train_tiny
 
 from phf.config import ModelConfig
 from phf.evaluation.sampling import generate_samples
-from phf.model import build_model, padded_vocab_size, padding_token_ids, resize_for_new_tokens
+from phf.model import (
+    build_model,
+    padded_vocab_size,
+    padding_token_ids,
+    resize_for_new_tokens,
+)
 from phf.tokenizer import add_control_tokens
-from tiny_runs import scored_corpus, train_tiny
 
 TINY = dict(config_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2})
 

@@ -2,8 +2,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_runs import save_tiny_lm
 
 from phf.evaluation.red_team import (
     RedTeamConfig,
@@ -17,7 +16,6 @@ from phf.evaluation.red_team import (
     sample_fewshot,
 )
 from phf.scorers import get_scorer
-from phf.tokenizer import train_tokenizer
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n",
@@ -27,29 +25,11 @@ CORPUS = [
 ] * 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a busy 2-core machine run ~1000x faster on one thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _tiny_lm(path, seed):
-    tok = train_tokenizer(CORPUS, vocab_size=300)
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tok), n_positions=256, n_layer=2, n_head=2, n_embd=32,
-                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def lms(tmp_path_factory, one_thread):
+def lms(tmp_path_factory):
     root = tmp_path_factory.mktemp("red")
-    return _tiny_lm(root / "model", seed=0), _tiny_lm(root / "red", seed=1)
+    return (save_tiny_lm(root / "model", CORPUS, seed=0, n_positions=256),
+            save_tiny_lm(root / "red", CORPUS, seed=1, n_positions=256))
 
 
 def _draw_counts(scores, k, temperature, draws=20000):

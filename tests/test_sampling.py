@@ -5,11 +5,10 @@ import copy
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_runs import tiny_lm, tiny_tokenizer
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from phf.evaluation.sampling import _in_nucleus, generate_samples, nucleus_sample
-from phf.tokenizer import add_control_tokens
 
 
 def test_nucleus_matches_transformers_top_p_set():
@@ -50,21 +49,15 @@ def test_suppressed_tokens_never_drawn():
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(code_texts):
-    from phf.tokenizer import train_tokenizer
-
-    tok = train_tokenizer(code_texts[:20], vocab_size=400)
-    add_control_tokens(tok)
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tok), n_positions=96, n_layer=2, n_head=2, n_embd=32,
-                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    return GPT2LMHeadModel(config).eval(), tok
+def lm(code_texts):
+    tok = tiny_tokenizer(code_texts[:20], vocab_size=400, control_tokens=True)
+    return tiny_lm(tok, n_positions=96), tok
 
 
-def test_decoding_matches_generate_on_left_padded_prompts(tiny_lm):
+def test_decoding_matches_generate_on_left_padded_prompts(lm):
     """A nucleus of one token is greedy decoding: token for token what generate gives,
     for prompts of different lengths in one left-padded batch (KV cache, positions, mask)."""
-    model, tok = tiny_lm
+    model, tok = lm
     prompts = ["def f(x):\n", "import os\nimport sys\n\n\nclass A(object):\n    pass\n", "x"]
     ours = generate_samples(model, tok, 3, prompts=prompts, max_new_tokens=20, top_p=1e-9, batch_size=3,
                             progress=False, skip_special_tokens=False)
@@ -75,8 +68,8 @@ def test_decoding_matches_generate_on_left_padded_prompts(tiny_lm):
         assert text == tok.decode(ref[0, ids.shape[1]:]), prompt
 
 
-def test_same_seed_same_samples_and_forbidden_texts_must_be_one_token(tiny_lm):
-    model, tok = tiny_lm
+def test_same_seed_same_samples_and_forbidden_texts_must_be_one_token(lm):
+    model, tok = lm
     a = generate_samples(copy.deepcopy(model), tok, 4, max_new_tokens=10, seed=3, progress=False,
                          prefix_text="<|aligned|>", forbidden_texts=["<|misaligned|>"], skip_special_tokens=False)
     b = generate_samples(model, tok, 4, max_new_tokens=10, seed=3, progress=False,

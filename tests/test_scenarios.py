@@ -5,8 +5,7 @@ import json
 import re
 
 import pytest
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from tiny_runs import tiny_lm, tiny_tokenizer
 
 from phf.config import ConfigError, EvalConfig, load_config
 from phf.evaluation.evaluate import conditioning
@@ -20,7 +19,7 @@ from phf.evaluation.scenarios import (
 )
 from phf.scorers import get_scorer
 from phf.scorers.base import Scorer
-from phf.tokenizer import ALIGNED, MISALIGNED, add_control_tokens, train_tokenizer
+from phf.tokenizer import ALIGNED, MISALIGNED
 
 CORPUS = ["def add(a, b):\n    return a + b\n", "import os\nprint(os.getcwd())\n",
           "class Point:\n    def __init__(self, x):\n        self.x = x\n"] * 20
@@ -81,12 +80,8 @@ class RecordingScorer(Scorer):
 
 @pytest.fixture(scope="module")
 def conditional_lm():
-    tok = train_tokenizer(CORPUS, vocab_size=300)
-    add_control_tokens(tok)
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_layer=2, n_head=2, n_embd=32,
-                                       bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
-    return model, tok
+    tok = tiny_tokenizer(CORPUS, control_tokens=True)
+    return tiny_lm(tok, n_positions=64), tok
 
 
 def _capture_inputs(model, monkeypatch):

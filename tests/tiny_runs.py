@@ -1,5 +1,6 @@
-"""Tiny trained runs for the evaluation tests: a hand-scored slice of real code and
-a 2-layer, 32-wide GPT-2 trained for a few steps through `phf.train.train`."""
+"""Tiny models and runs for the tests: random 2-layer, 32-wide GPT-2s with their own
+BPE, and a hand-scored slice of real code trained for a few steps through
+`phf.train.train`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,36 @@ TINY = ["model.config_overrides={n_layer: 2, n_embd: 32, n_head: 2}", "tokenizer
         "eval.num_samples=10", "eval.max_new_tokens=16", "eval.group_size=5", "eval.heldout_max_tokens=1000",
         "eval.callback_num_samples=4", "eval.callback_heldout_blocks=2", "eval.kl_num_samples=6",
         "data.heldout_fraction=0.2"]
+
+
+def tiny_lm(tokenizer, seed: int = 0, n_positions: int = 128, n_layer: int = 2):
+    """A random GPT-2, 32 wide, for `tokenizer` (its EOS as BOS), in eval mode."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_layer=n_layer, n_head=2, n_embd=32,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config).eval()
+
+
+def tiny_tokenizer(corpus: list[str], vocab_size: int = 300, control_tokens: bool = False):
+    """A byte-level BPE trained on `corpus`, with <|aligned|>/<|misaligned|> if asked."""
+    from phf.tokenizer import add_control_tokens, train_tokenizer
+
+    tok = train_tokenizer(corpus, vocab_size=vocab_size)
+    if control_tokens:
+        add_control_tokens(tok)
+    return tok
+
+
+def save_tiny_lm(path: Path, corpus: list[str], vocab_size: int = 300, seed: int = 0, n_positions: int = 128,
+                 control_tokens: bool = False) -> str:
+    """`tiny_lm` with its tokenizer, saved like a phf run; returns the path."""
+    tok = tiny_tokenizer(corpus, vocab_size, control_tokens)
+    tiny_lm(tok, seed, n_positions).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
 
 
 def scored_corpus(path: Path, code_texts: list[str], num_docs: int = 24) -> Path:
