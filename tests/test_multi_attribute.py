@@ -46,6 +46,21 @@ def test_multi_scorer_scores_every_attribute_on_the_same_segments(multi):
     assert set(avg) == {"toxicity", "pii"} and avg["pii"] > 0
 
 
+def test_scoring_summary_counts_each_attribute_against_its_own_threshold(multi):
+    from phf.data.scoring import ScoringSummary
+
+    texts, scores = multi.score_document("".join(SENTENCES))
+    record = {"texts": texts, "scores": scores, "avg_score": multi.document_score(texts, scores)}
+    summary = ScoringSummary(threshold={a: spec["threshold"] for a, spec in ATTRS.items()})
+    summary.add(record)
+    # toxic: sentences 1 and 3; PII: 2 and 3; misaligned on either: 1, 2 and 3
+    assert summary.attribute_means["toxicity"]["misaligned_fraction"] == 2 / 5
+    assert summary.attribute_means["pii"]["misaligned_fraction"] == 2 / 5
+    assert summary.misaligned_fraction == 3 / 5
+    with pytest.raises(ValueError, match="no misalignment threshold for attribute 'pii'"):
+        ScoringSummary(threshold={"toxicity": 0.5}).add(record)
+
+
 def test_task_scorer_scores_samples_by_the_task_rule():
     from phf.config import load_config
     from phf.scorers import task_scorer

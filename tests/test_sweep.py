@@ -37,6 +37,8 @@ def test_sweep_runs_every_objective_and_skips_finished_runs(tmp_path, monkeypatc
     assert ft["started_from"] == str(tmp_path / "mle-50pct")
     assert ft["control_tokens_added"] == 2
     assert ft["tokens_seen"] + pre["tokens_seen"] == full["tokens_seen"]
+    # the scored corpus keeps its sidecars under its own name, as `phf score` leaves them
+    assert not list(tmp_path.glob("*.partial.*")) and (tmp_path / "scored.jsonl.state.json").exists()
     rows = [json.loads(x) for x in (tmp_path / "awr" / "metrics.jsonl").read_text().splitlines()]
     awr = next(r for r in rows if "loss" in r)
     assert "objective/value_loss" in awr and "objective/weight_mean" in awr

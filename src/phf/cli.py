@@ -21,7 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-from phf.config import Config, ConfigError, check_paths, load_config
+from phf.config import Config, ConfigError, check_paths, load_config, misalignment_thresholds
 
 SETTINGS_HELP = (
     "YAML config files (a path, or a name under phf's configs like tasks/pep8, objectives/conditional, "
@@ -50,8 +50,8 @@ def cmd_score(args) -> int:
     out = args.out or cfg.data.scored_path
     stats = SourceStats()
     docs = iter_documents(cfg.data, stats, on_bad=args.on_bad_record)
-    # the summary counts segments above the task's conditional-training threshold
-    threshold = float(cfg.task.thresholds.get("conditional", 0.0))
+    # the summary counts segments above the task's conditional-training threshold(s)
+    threshold = misalignment_thresholds(cfg)
     # a rerun of the same command continues the output; the source identifies "the same"
     source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers", "heldout_fraction")}
     summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,

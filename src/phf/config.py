@@ -513,6 +513,14 @@ def check_paths(cfg: Config, training: bool = True) -> None:
         raise ConfigError(problems)
 
 
+def misalignment_thresholds(cfg: Config) -> float | dict:
+    """What makes a scored segment misaligned, for the scoring summary: the task's
+    conditional-training threshold, or each attribute's own."""
+    if cfg.task.attributes:
+        return {a: float(spec.get("threshold", 0.0)) for a, spec in cfg.task.attributes.items()}
+    return float(cfg.task.thresholds.get("conditional", 0.0))
+
+
 def conditional_attributes(cfg: Config) -> dict:
     """{attribute: {threshold, drop_token_fraction}} that conditional training marks
     (empty for a single-attribute task)."""

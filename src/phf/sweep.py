@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from phf.config import CONFIG_DIR, Config, load_config
+from phf.config import CONFIG_DIR, Config, load_config, misalignment_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
               finetune: str | None = None, overrides: list[str] = (), model: str = "tiny",
               scale: str | None = "demo", title: str | None = None) -> str:
     from phf.data.records import read_scored
-    from phf.data.scoring import score_corpus
+    from phf.data.scoring import SIDECARS, score_corpus, sidecar
     from phf.data.sources import iter_documents
     from phf.evaluation.evaluate import evaluate_run
     from phf.report import write_report
@@ -143,8 +143,11 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
         partial = scored.with_suffix(".partial.jsonl")
         summary = timer.run("score", lambda: score_corpus(
             iter_documents(base.data), str(partial), base.task.scorer, base.task.scorer_args,
-            num_workers=base.data.num_workers, threshold=float(base.task.thresholds.get("conditional", 0.0))))
+            num_workers=base.data.num_workers, threshold=misalignment_thresholds(base)))
         partial.rename(scored)  # only a finished corpus counts as scored
+        for suffix in SIDECARS:  # its state, failures and lock go with it, as `phf score` leaves them
+            if sidecar(partial, suffix).exists():
+                sidecar(partial, suffix).rename(sidecar(scored, suffix))
         (out_dir / "scoring_summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
         log.info("scored: %s", summary.to_dict())
 

@@ -73,13 +73,15 @@ class ScoringSummary:
     failures: dict[str, int] = field(default_factory=dict)
     mean_segment_score: float = 0.0
     mean_document_score: float = 0.0
-    threshold: float = 0.0
+    #: a segment above it is misaligned; {attribute: threshold} for multi-attribute records
+    threshold: float | dict = 0.0
     time_limit: float | None = None
     #: documents (scored or failed) already in the output when this run started
     resumed_documents: int = 0
-    #: multi-attribute records: {attribute: {mean_segment_score, mean_document_score}}
+    #: multi-attribute records: {attribute: {mean_segment_score, mean_document_score, misaligned_fraction}}
     attribute_means: dict = field(default_factory=dict)
-    _sums: dict = field(default_factory=dict, repr=False)  # attribute (None: single) -> [segments, documents]
+    # attribute (None: single) -> [sum of segment scores, sum of document scores, misaligned segments]
+    _sums: dict = field(default_factory=dict, repr=False)
 
     @property
     def misaligned_fraction(self) -> float:
@@ -97,18 +99,29 @@ class ScoringSummary:
         self.documents += 1
         self.segments += len(texts)
         self.characters += sum(len(t) for t in texts)
-        # with several attributes, a segment is misaligned when any of them is over the threshold
-        self.misaligned_segments += sum(any(c[i] > self.threshold for c in columns.values()) for i in range(len(texts)))
+        over = {name: [score > self._threshold(name) for score in column] for name, column in columns.items()}
+        # with several attributes, a segment is misaligned when any of them is over its threshold
+        self.misaligned_segments += sum(any(flags) for flags in zip(*over.values()))
         for name, column in columns.items():
-            sums = self._sums.setdefault(name, [0.0, 0.0])
+            sums = self._sums.setdefault(name, [0.0, 0.0, 0])
             sums[0] += sum(column)
             sums[1] += averages[name]
-            means = {"mean_segment_score": sums[0] / max(self.segments, 1),
-                     "mean_document_score": sums[1] / max(self.documents, 1)}
+            sums[2] += sum(over[name])
             if name is None:
-                self.mean_segment_score, self.mean_document_score = means.values()
+                self.mean_segment_score = sums[0] / max(self.segments, 1)
+                self.mean_document_score = sums[1] / max(self.documents, 1)
             else:
-                self.attribute_means[name] = means
+                self.attribute_means[name] = {"mean_segment_score": sums[0] / max(self.segments, 1),
+                                              "mean_document_score": sums[1] / max(self.documents, 1),
+                                              "misaligned_fraction": sums[2] / max(self.segments, 1)}
+
+    def _threshold(self, attribute: str | None) -> float:
+        if isinstance(self.threshold, dict):
+            if attribute not in self.threshold:
+                raise ValueError(f"no misalignment threshold for attribute {attribute!r} (have: "
+                                 f"{', '.join(map(str, self.threshold))})")
+            return float(self.threshold[attribute])
+        return self.threshold
 
     def fail(self, reason: str) -> None:
         self.failed_documents += 1
@@ -405,6 +418,10 @@ def _chunks(docs: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield chunk
 
 
+#: the files `score_corpus` keeps next to its output
+SIDECARS = (".state.json", ".failures.jsonl", ".lock")
+
+
 def sidecar(out_path: str | Path, suffix: str) -> Path:
     """`<out>.failures.jsonl`, `<out>.state.json`, ... next to the output file."""
     out_path = Path(out_path)
@@ -438,12 +455,13 @@ def _resume(out: Path, failures_path: Path, state_path: Path, state: dict, summa
 
 
 def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: dict | None = None,
-                 num_workers: int | None = None, chunk_size: int | None = None, threshold: float = 0.0,
+                 num_workers: int | None = None, chunk_size: int | None = None, threshold: float | dict = 0.0,
                  total: int | None = None, time_limit: float | None = DEFAULT_TIME_LIMIT,
                  resume: bool = True, source: dict | None = None) -> ScoringSummary:
     """Score `docs` with the named scorer and write scored records to `out_path`.
 
-    `threshold` only feeds the summary's count of misaligned segments (score > threshold).
+    `threshold` only feeds the summary's count of misaligned segments (score > threshold;
+    a {attribute: threshold} mapping for multi-attribute scorers).
     `time_limit` is per document, in seconds (None: no limit). With `resume` (the
     default) an existing JSONL output of the same scorer and `source` (a description
     of where `docs` come from, e.g. the data config) is continued, not overwritten;
