@@ -135,3 +135,23 @@ def test_heldout_labels_leave_control_tokens_out(tiny_tokenizer, tmp_path):
         assert (item["labels"].numpy()[is_control] == -100).all()
         assert (item["labels"].numpy()[~is_control] == item["input_ids"].numpy()[~is_control]).all()
     assert seen_control
+
+
+def test_a_run_reuses_its_packed_blocks_only_with_the_same_tokenizer(tmp_path, code_texts, monkeypatch):
+    import phf.train
+    from phf.tokenizer import train_tokenizer
+    from tiny_runs import scored_corpus, tiny_config
+
+    cfg = tiny_config(scored_corpus(tmp_path / "scored.jsonl", code_texts, num_docs=6), tmp_path / "run")
+    small, large = train_tokenizer(code_texts[:10], 300), train_tokenizer(code_texts[:10], 400)
+    calls = []
+    real_pack = phf.train.pack
+    monkeypatch.setattr(phf.train, "pack", lambda *a, **k: calls.append(a[1]) or real_pack(*a, **k))
+    data = tmp_path / "run" / "data"
+    first = phf.train.pack_for_run(cfg, small, 0.0, data)
+    again = phf.train.pack_for_run(cfg, small, 0.0, data)
+    assert calls == [small] and len(again) == len(first)  # reused
+    phf.train.pack_for_run(cfg, large, 0.0, data)
+    assert calls == [small, large]  # another tokenizer: packed again
+    ids = np.fromfile(data / "train.ids", dtype=np.uint32)
+    assert ids.max() >= 300  # the new pack's ids come from the larger vocabulary

@@ -52,6 +52,13 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
     return tok
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the tokenizer's vocabulary, merges and added tokens."""
+    import hashlib
+
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
 def attribute_tokens(attribute: str) -> tuple[str, str]:
     """The control tokens of one attribute when several are trained at once:
     ("<|toxicity:aligned|>", "<|toxicity:misaligned|>")."""

@@ -28,7 +28,7 @@ from phf.data.records import read_scored
 from phf.data.transforms import resolve_threshold
 from phf.model import build_model, count_parameters, resize_for_new_tokens
 from phf.objectives import objective_from_config
-from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, train_tokenizer
+from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
 from phf.trainer import JSONLMetricsCallback, PHFTrainer, last_complete_checkpoint
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path, may_p
                     drop_token_fraction=cfg.objective.drop_token_fraction,
                     heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
                     attributes=conditional_attributes(cfg), combine=cfg.task.combine,
-                    combine_weights=cfg.task.combine_weights)
+                    combine_weights=cfg.task.combine_weights, tokenizer=tokenizer_fingerprint(tokenizer))
     marker = data_dir / "pack.json"
     try:
         packed = json.loads(marker.read_text())["spec"] == asdict(spec)

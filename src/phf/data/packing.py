@@ -46,6 +46,9 @@ class PackSpec:
     attributes: dict = field(default_factory=dict)
     combine: str = "max"
     combine_weights: dict = field(default_factory=dict)
+    #: fingerprint of the tokenizer the ids come from (`phf.tokenizer.tokenizer_fingerprint`):
+    #: packed blocks are reused only with the same tokenizer
+    tokenizer: str = ""
 
 
 @dataclass
