@@ -188,7 +188,7 @@ def write_report(ran: dict) -> Path:
               for b, m, t, ok in rows_for(name, r) if ok == "**no**"]
     if missed:
         md += ["", "## Targets not met", "", *missed, "",
-               "By how much and why: `bench/NOTES.md`, section \"Targets not met\"."]
+               "By how much and why: `bench/NOTES.md`, section \"Targets: where they stand after session 2\"."]
     md += ["", "## Details", ""]
     for name in SCRIPTS:
         r = results.get(name)
