@@ -163,6 +163,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
                     "each step takes %d sequences", t.effective_batch_size, world_size(), per_step * grad_accum)
     tokens_per_step = per_step * grad_accum * t.block_size
     max_steps = math.ceil(t.num_tokens / tokens_per_step)
+    compiled = compile_enabled(t.compile)
 
     # built before any work: under torchrun / accelerate launch it joins the process group
     args = TrainingArguments(
@@ -178,9 +179,9 @@ def train(cfg: Config, resume: bool = False) -> Path:
         seed=t.seed,
         data_seed=t.seed,
         bf16=bf16_enabled(t.bf16),
-        torch_compile=compile_enabled(t.compile),
+        torch_compile=compiled,
         # a last, smaller batch of an epoch would make the compiled graph recompile
-        dataloader_drop_last=compile_enabled(t.compile),
+        dataloader_drop_last=compiled,
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy="steps" if t.save_steps else "no",
