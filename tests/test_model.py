@@ -90,6 +90,9 @@ def test_padding_rows_are_never_sampled(conditional_tokenizer):
 def test_compiled_training_with_a_graph_break_in_the_loss(tmp_path, code_texts):
     """training.compile=true: the model and the objective compiled (unlikelihood's
     statistics leave the graph); the run trains, logs those statistics and saves."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     scored = scored_corpus(tmp_path / "scored.jsonl", code_texts, num_docs=8)
     run = train_tiny(scored, tmp_path / "run", "unlikelihood",
                      ["training.compile=true", "training.num_tokens=1536", "eval.every_steps=0"])
@@ -98,3 +101,5 @@ def test_compiled_training_with_a_graph_break_in_the_loss(tmp_path, code_texts):
     assert len(losses) >= 2 and all(torch.isfinite(torch.tensor(losses)))
     assert any("objective/ul_fraction" in m for m in metrics)
     assert (run / "model.safetensors").exists()
+    # compiled for real: the model's graph and the loss's, split where its statistics leave it
+    assert counters["stats"]["unique_graphs"] >= 2
