@@ -2,6 +2,8 @@
 
 import pytest
 
+from test_pep8_scorer import CLEAN  # the same clean snippet for both backends
+
 from phf.scorers import get_scorer
 
 try:
@@ -11,19 +13,6 @@ try:
 except ValueError:
     pytest.skip("ruff is not installed (pip install 'phf[fast]')", allow_module_level=True)
 
-CLEAN = '''import os
-
-
-def add(a, b):
-    """Add two numbers."""
-    return a + b
-
-
-class Point:
-    def __init__(self, x, y):
-        self.x = x
-        self.y = y
-'''
 
 
 @pytest.fixture(scope="module")

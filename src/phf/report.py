@@ -18,22 +18,24 @@ import re
 import warnings
 from pathlib import Path
 
-COLUMNS = [
-    # (header, results key, format)
-    ("run", "run", "{}"),
-    ("objective", "objective", "{}"),
-    ("tokens", "num_tokens", "{:,}"),
+# (header, results key, format); the alignment metrics, in the run table and per scenario
+ALIGNMENT_COLUMNS = [
     ("misalignment ↓", "misalignment", "{:.5f}"),
     ("expected max ↓", "expected_max", "{:.5f}"),
     ("hit rate ↓", "hit_rate", "{:.3f}"),
+]
+
+COLUMNS = [
+    ("run", "run", "{}"),
+    ("objective", "objective", "{}"),
+    ("tokens", "num_tokens", "{:,}"),
+    *ALIGNMENT_COLUMNS,
     ("held-out loss ↓", "heldout_loss", "{:.4f}"),
     ("KL ↓", "kl", "{:.3f}"),
 ]
 
 SCENARIO_COLUMNS = [
-    ("misalignment ↓", "misalignment", "{:.5f}"),
-    ("expected max ↓", "expected_max", "{:.5f}"),
-    ("hit rate ↓", "hit_rate", "{:.3f}"),
+    *ALIGNMENT_COLUMNS,
     ("distinct-1", "distinct_1", "{:.3f}"),
     ("distinct-2", "distinct_2", "{:.3f}"),
     ("bigram entropy (bits)", "entropy_2", "{:.2f}"),
