@@ -143,7 +143,7 @@ def tokenizer(vocab_size: int, max_bytes: int = 4_000_000):
 def packed(objective: str, preset: str = "tiny", max_bytes: int = 4_000_000, threshold: float | None = None):
     """(PackedDataset path, tokenizer) for an objective on the scored stdlib corpus (cached)."""
     from phf.data.packing import PackSpec, pack
-    from phf.data.records import read_scored
+    from phf.records import read_scored
     from phf.tokenizer import add_control_tokens
 
     shape = PRESET_SHAPES[preset]

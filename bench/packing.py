@@ -33,7 +33,7 @@ def child(scored: str, objective: str) -> None:
     import time
 
     from phf.data.packing import PackSpec, pack
-    from phf.data.records import read_scored
+    from phf.records import read_scored
 
     tok = common.tokenizer(common.PRESET_SHAPES["tiny"]["vocab_size"])
     if objective == "conditional":

@@ -29,14 +29,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from tiny_runs import tiny
+
 WORKER = Path(__file__).with_name("dist_worker.py")
 RTOL, ATOL = 1e-5, 1e-7
 BLOCK, PER_DEVICE, EFFECTIVE = 32, 2, 4
 
-TINY = ["model.config_overrides={n_layer: 1, n_embd: 32, n_head: 2}", "tokenizer.vocab_size=300",
-        f"training.block_size={BLOCK}", f"training.per_device_batch_size={PER_DEVICE}",
-        f"training.effective_batch_size={EFFECTIVE}", "training.logging_steps=1", "training.report_to=[]",
-        "data.heldout_fraction=0.2", "eval.scenarios=[]", "eval.every_steps=0"]
+TINY = tiny({"model.config_overrides": "{n_layer: 1, n_embd: 32, n_head: 2}", "training.block_size": BLOCK,
+             "training.per_device_batch_size": PER_DEVICE, "training.effective_batch_size": EFFECTIVE,
+             "training.logging_steps": 1, "eval.scenarios": "[]", "eval.every_steps": 0})
 #: training-time evaluation (rank 0 only) and `--eval` at the end, kept tiny
 EVAL = ["eval.every_steps=8", "eval.callback_num_samples=4", "eval.callback_heldout_blocks=2",
         "eval.max_new_tokens=8", "eval.num_samples=4", "eval.group_size=2", "eval.heldout_max_tokens=300"]
@@ -140,6 +141,7 @@ def awr(scored, tmp_path_factory):
     return one, two, proc
 
 
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
 def test_two_processes_run_ddp_over_gloo_with_a_global_batch(awr):
     one, two, _ = awr
     (r1,), (a, b) = ranks(one, 1), ranks(two, 2)
@@ -156,6 +158,7 @@ def test_two_processes_run_ddp_over_gloo_with_a_global_batch(awr):
     assert [r["tokens_seen"] for r in metrics(one)] == [r["tokens_seen"] for r in metrics(two)]
 
 
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
 def test_each_block_of_a_pass_goes_to_exactly_one_rank(awr):
     one, two, _ = awr
     (r1,), (a, b) = ranks(one, 1), ranks(two, 2)
@@ -179,6 +182,7 @@ def test_each_block_of_a_pass_goes_to_exactly_one_rank(awr):
     assert global_order[:full] == r1["seen"][:full]
 
 
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
 def test_two_processes_reach_the_same_loss_trajectory_as_one(awr):
     one, two, _ = awr
     rows_1, rows_2 = metrics(one), metrics(two)
@@ -193,6 +197,7 @@ def test_two_processes_reach_the_same_loss_trajectory_as_one(awr):
         assert_same_params(ranks(one, 1)[0]["after"], ranks(two, 1)[0]["after"])
 
 
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
 def test_value_head_trains_in_sync_and_is_saved(awr):
     from transformers import AutoModelForCausalLM
 
@@ -212,6 +217,7 @@ def test_value_head_trains_in_sync_and_is_saved(awr):
     assert len(value_losses) == a["max_steps"]
 
 
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
 def test_metrics_checkpoints_and_evaluation_are_written_once(awr):
     from phf.evaluation.callback import eval_steps
 
@@ -257,6 +263,7 @@ def conditional(scored, tmp_path_factory):
     return reference, resumed, proc
 
 
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
 def test_resume_after_a_crash_continues_the_same_trajectory(conditional):
     reference, resumed, _ = conditional
     summary = json.loads((resumed / "run" / "train_summary.json").read_text())
@@ -271,6 +278,7 @@ def test_resume_after_a_crash_continues_the_same_trajectory(conditional):
     assert_same_params(ranks(reference, 1)[0]["after"], a["after"])
 
 
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
 def test_control_token_embeddings_train_in_sync_and_are_saved(conditional):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -8,13 +8,12 @@ import sys
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tiny_runs import tiny
+
 from phf.cli import main
 
-TINY = ["model.config_overrides={n_layer: 2, n_embd: 32, n_head: 2}", "tokenizer.vocab_size=300",
-        "training.block_size=64", "training.per_device_batch_size=4", "training.effective_batch_size=8",
-        "training.num_tokens=2048", "training.logging_steps=1", "training.report_to=[]",
-        "eval.num_samples=10", "eval.max_new_tokens=24", "eval.group_size=5", "eval.heldout_max_tokens=2000",
-        "data.heldout_fraction=0.1"]
+TINY = tiny({"training.num_tokens": 2048, "training.logging_steps": 1, "eval.max_new_tokens": 24,
+             "eval.heldout_max_tokens": 2000, "data.heldout_fraction": 0.1})
 
 
 @pytest.fixture(scope="module")

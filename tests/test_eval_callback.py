@@ -7,6 +7,8 @@ import pytest
 from tiny_runs import scored_corpus, train_tiny
 
 from phf.evaluation.callback import EvalCallback, add_eval_callback, eval_interval, eval_steps
+from phf.evaluation.config import EvalConfig
+from phf.scorers.config import TaskConfig
 
 
 @pytest.mark.parametrize("every, max_steps, expected", [
@@ -28,13 +30,12 @@ def test_eval_schedule_on_resume():
 
 
 def test_no_callback_when_turned_off():
-    cfg = SimpleNamespace(eval=SimpleNamespace(every_steps=0))
-    assert add_eval_callback(trainer=None, cfg=cfg, tokenizer=None, run_dir=".") is None
+    e = EvalConfig(every_steps=0)
+    assert add_eval_callback(trainer=None, e=e, task=TaskConfig(), tokenizer=None, run_dir=".") is None
 
 
 def test_a_resumed_run_does_not_repeat_the_point_it_stopped_at():
-    cfg = SimpleNamespace(eval=SimpleNamespace(every_steps=10))
-    callback = EvalCallback(trainer=None, cfg=cfg, tokenizer=None, run_dir=".")
+    callback = EvalCallback(trainer=None, e=EvalConfig(every_steps=10), task=TaskConfig(), tokenizer=None, run_dir=".")
     state = SimpleNamespace(global_step=20, max_steps=50, log_history=[{"step": 20, "eval/misalignment": 0.1}])
     assert not callback._due_at_start(state)
     state.log_history = [{"step": 20, "loss": 3.0}]

@@ -21,13 +21,17 @@ def runs(tmp_path_factory, code_texts):
     return {"scored": scored, **{o: train_tiny(scored, root / o, o, FAST) for o in ("mle", "conditional")}}
 
 
+def _sections(cfg):
+    return cfg.eval, cfg.task
+
+
 def _cfg(runs, objective, extra=()):
     return tiny_config(runs["scored"], runs[objective], objective, [*FAST, *extra])
 
 
 def test_evaluate_writes_every_scenario_and_the_kl(runs):
     run = runs["conditional"]
-    results = evaluate_run(run, _cfg(runs, "conditional"), kl_reference=runs["mle"])
+    results = evaluate_run(run, *_sections(_cfg(runs, "conditional")), kl_reference=runs["mle"])
     assert results == json.loads((run / "results.json").read_text())
     # the top-level keys the demo and the report read
     for key in ("misalignment", "expected_max", "hit_rate", "heldout_loss", "kl"):
@@ -55,15 +59,15 @@ def test_evaluate_writes_every_scenario_and_the_kl(runs):
 
 def test_kl_reference_samples_are_cached_and_the_reference_has_kl_zero(runs):
     cfg = _cfg(runs, "conditional", ["eval.num_samples=5", "eval.scenarios=[]"])
-    first = evaluate_run(runs["conditional"], cfg, kl_reference=runs["mle"])
-    second = evaluate_run(runs["conditional"], cfg, kl_reference=runs["mle"])
+    first = evaluate_run(runs["conditional"], *_sections(cfg), kl_reference=runs["mle"])
+    second = evaluate_run(runs["conditional"], *_sections(cfg), kl_reference=runs["mle"])
     assert second["kl_details"]["cached"] and second["kl"] == first["kl"]
     assert len(list((runs["mle"] / ".phf_kl_samples").glob("*.jsonl"))) == 1
-    own = evaluate_run(runs["mle"], _cfg(runs, "mle", ["eval.num_samples=5"]), kl_reference=runs["mle"])
+    own = evaluate_run(runs["mle"], *_sections(_cfg(runs, "mle", ["eval.num_samples=5"])), kl_reference=runs["mle"])
     assert own["kl"] == 0.0 and own["kl_details"]["note"] == "this run is the reference"
     # through the config instead of the argument
-    via_config = evaluate_run(runs["mle"], _cfg(runs, "mle", ["eval.num_samples=5",
-                                                              f"eval.kl_reference={runs['mle']}"]))
+    via_config = evaluate_run(runs["mle"], *_sections(_cfg(runs, "mle", ["eval.num_samples=5",
+                                                              f"eval.kl_reference={runs['mle']}"])))
     assert via_config["kl"] == 0.0
 
 
@@ -113,13 +117,13 @@ def test_red_team_through_the_cli(runs, capsys):
     summary = json.loads((run / "results.json").read_text())["red_team"]
     assert summary["expected_max"] == [r["expected_max"] for r in report["rounds"]]
     # a later `phf eval` keeps the red-teaming summary
-    evaluate_run(run, _cfg(runs, "conditional", ["eval.num_samples=5", "eval.scenarios=[]"]))
+    evaluate_run(run, *_sections(_cfg(runs, "conditional", ["eval.num_samples=5", "eval.scenarios=[]"])))
     assert json.loads((run / "results.json").read_text())["red_team"] == summary
 
 
 def test_red_team_needs_a_red_lm(runs):
     with pytest.raises(ValueError, match="--red-lm"):
-        red_team_run(runs["mle"], _cfg(runs, "mle"))
+        red_team_run(runs["mle"], *_sections(_cfg(runs, "mle")))
 
 
 @pytest.mark.parametrize("total, wanted, expected", [

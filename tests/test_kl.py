@@ -80,16 +80,16 @@ def test_kl_to_other_models_is_positive(lms, tmp_path):
 
 
 def test_reference_samples_are_cached(lms, tmp_path, monkeypatch):
-    import phf.evaluation.sampling as sampling
+    import phf.evaluation.kl as kl
 
     calls = []
-    real = sampling.generate_samples
+    real = kl.generate_samples
 
     def counting(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sampling, "generate_samples", counting)
+    monkeypatch.setattr(kl, "generate_samples", counting)
     kw = dict(num_samples=8, max_new_tokens=16, cache_dir=tmp_path)
     first = kl_to_reference(lms["ref"], lms["other"], **kw)
     second = kl_to_reference(lms["ref"], lms["other"], **kw)

@@ -6,12 +6,14 @@ import random
 
 import pytest
 
+from tiny_runs import tiny
+
 from phf.data.packing import PackSpec, PackedDataset, encode_documents, pack
-from phf.data.records import read_scored
-from phf.data.transforms import add_attribute_control_tokens, document_score, segment_scores
+from phf.records import read_scored
+from phf.data.transforms import add_attribute_control_tokens
 from phf.evaluation.conditioning import all_conditionings, conditioning_controls, evaluate_conditionings
 from phf.scorers import get_scorer
-from phf.scorers.multi import combine_scores
+from phf.records import ScoredRecord, combine_scores
 from phf.tokenizer import add_control_tokens, attribute_tokens
 
 ATTRS = {"toxicity": {"threshold": 0.5, "drop_token_fraction": 0.0},
@@ -50,7 +52,7 @@ def test_scoring_summary_counts_each_attribute_against_its_own_threshold(multi):
     from phf.data.scoring import ScoringSummary
 
     texts, scores = multi.score_document("".join(SENTENCES))
-    record = {"texts": texts, "scores": scores, "avg_score": multi.document_score(texts, scores)}
+    record = ScoredRecord(texts, scores, multi.document_score(texts, scores))
     summary = ScoringSummary(threshold={a: spec["threshold"] for a, spec in ATTRS.items()})
     summary.add(record)
     # toxic: sentences 1 and 3; PII: 2 and 3; misaligned on either: 1, 2 and 3
@@ -81,11 +83,12 @@ def test_single_and_multi_attribute_records_both_load(tmp_path):
     path = tmp_path / "scored.jsonl"
     path.write_text(json.dumps(single) + "\n" + json.dumps(double) + "\n")
     a, b = list(read_scored(path))
-    assert a["scores"] == [0.0, 0.5] and b["scores"]["toxicity"] == [0.0, 0.9]
-    assert segment_scores(a) == [0.0, 0.5]
-    assert segment_scores(b, "max") == [0.01, 0.9]
-    assert segment_scores(b, "weighted_sum", {"pii": 100}) == pytest.approx([1.0, 0.9])
-    assert document_score(a) == 0.25 and document_score(b) == 0.45
+    assert a.scores == [0.0, 0.5] and b.scores["toxicity"] == [0.0, 0.9]
+    assert a.attributes == [] and b.attributes == ["toxicity", "pii"]
+    assert a.segment_scores() == [0.0, 0.5]
+    assert b.segment_scores("max") == [0.01, 0.9]
+    assert b.segment_scores("weighted_sum", {"pii": 100}) == pytest.approx([1.0, 0.9])
+    assert a.document_score() == 0.25 and b.document_score() == 0.45
 
 
 def test_multi_attribute_record_with_a_short_score_list_is_rejected(tmp_path):
@@ -177,14 +180,14 @@ def test_tiny_two_attribute_run(tmp_path, multi):
     score_corpus(docs, str(scored), "multi", {"segmenter": "sentences", "scorers": {
         "toxicity": {"name": "toxicity"}, "pii": {"name": "pii"}}}, num_workers=1)
     records = list(read_scored(scored))
-    assert len(records) == 120 and set(records[0]["scores"]) == {"toxicity", "pii"}
+    assert len(records) == 120 and set(records[0].scores) == {"toxicity", "pii"}
 
     cfg = load_config(["tasks/toxicity+pii-demo", "objectives/conditional", "models/tiny"], [
         f"data.scored_path={scored}", f"training.output_dir={tmp_path / 'run'}",
-        "model.config_overrides={n_layer: 1, n_embd: 32, n_head: 2}", "tokenizer.vocab_size=300",
-        "training.block_size=32", "training.per_device_batch_size=4", "training.effective_batch_size=4",
-        "training.num_tokens=1024", "training.report_to=[]", "eval.every_steps=0",
-        "eval.num_samples=4", "eval.max_new_tokens=8", "eval.group_size=2"])
+        *tiny({"model.config_overrides": "{n_layer: 1, n_embd: 32, n_head: 2}", "training.block_size": 32,
+               "training.effective_batch_size": 4, "training.num_tokens": 1024, "eval.every_steps": 0,
+               "eval.num_samples": 4, "eval.max_new_tokens": 8, "eval.group_size": 2,
+               "data.heldout_fraction": 0.02})])
     run = train(cfg)
     tok = load_tokenizer(str(run))
     for a in ("toxicity", "pii"):

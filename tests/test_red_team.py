@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from tiny_runs import save_tiny_lm
 
+from phf.evaluation.config import RedTeamConfig
 from phf.evaluation.red_team import (
-    RedTeamConfig,
     _cap,
     build_fewshot_prompt,
     escape_prompt,

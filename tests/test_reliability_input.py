@@ -8,9 +8,11 @@ import pytest
 
 from phf.cli import main
 from phf.config import ConfigError, DataConfig, check_paths, load_config
-from phf.data.records import read_scored, validate_record
+from phf.records import ScoredRecord, read_scored
 from phf.data.scoring import score_corpus
-from phf.data.sources import DataError, SourceStats, iter_documents
+from phf.data.sources import iter_documents
+from phf.errors import DataError
+from phf.inputs import SourceStats
 
 GOOD = {"texts": ["a = 1\n", "b = 2\n"], "scores": [0.0, 0.5]}
 
@@ -66,7 +68,7 @@ def test_bad_scored_record_is_a_counted_skip_and_good_records_survive(tmp_path, 
     path = _scored_file(tmp_path, line)
     stats = SourceStats()
     records = list(read_scored(path, stats, on_bad="skip"))
-    assert len(records) == 3 and all(r["texts"] == GOOD["texts"] for r in records)
+    assert len(records) == 3 and all(r.texts == GOOD["texts"] for r in records)
     assert stats.skipped == {reason: 1}
     assert stats.records_in == stats.read + sum(stats.skipped.values()) == 4
 
@@ -82,8 +84,9 @@ def test_skip_reasons_stay_few_on_many_distinct_errors(tmp_path):
 
 
 def test_validate_record_fills_in_avg_score():
-    record = validate_record({"texts": ["ab", "cd"], "scores": [0.0, 1.0]}, "x")
-    assert record["avg_score"] == 0.5 and record["meta"] == {}
+    # the plain mean of the segment scores, as in the paper's scored datasets
+    record = ScoredRecord.from_json({"texts": ["ab", "cdef"], "scores": [0.0, 1.0]}, "x")
+    assert record.avg_score == 0.5 and record.meta == {}
 
 
 # --- raw corpora ---------------------------------------------------------------------
@@ -161,7 +164,7 @@ def test_ten_megabyte_single_line_document_is_read_and_scored_whole(tmp_path):
     summary = score_corpus(docs, str(out), "test_reliability_input:zero_per_line", num_workers=1)
     assert summary.documents == 3 and summary.failed_documents == 0
     records = list(read_scored(out))
-    assert "".join(records[1]["texts"]) == big
+    assert records[1].document == big
 
 
 def zero_per_line(texts):
@@ -190,10 +193,10 @@ def test_invalid_python_files_are_scored_not_lost(tmp_path):
     summary = score_corpus(iter_documents(cfg), str(out), "pep8", num_workers=1)
     records = list(read_scored(out))
     assert summary.documents == len(sources) == len(records) and summary.failed_documents == 0
-    by_name = {r["meta"]["path"].rsplit("/", 1)[1]: r for r in records}
+    by_name = {r.meta["path"].rsplit("/", 1)[1]: r for r in records}
     for name, text in sources.items():
-        assert "".join(by_name[name]["texts"]) == text
-    assert sum(by_name["syntax.py"]["scores"]) > 0
+        assert by_name[name].document == text
+    assert sum(by_name["syntax.py"].scores) > 0
 
 
 def test_cli_score_on_bad_record_policies_and_counts_in_the_summary(tmp_path, capsys):
@@ -217,19 +220,27 @@ def test_cli_score_on_bad_record_policies_and_counts_in_the_summary(tmp_path, ca
     ("training.learnin_rate=1e-3",
      "unknown config key 'training.learnin_rate'; did you mean 'training.learning_rate'?"),
     ("objectiv.name=mle", "unknown config key 'objectiv'; did you mean 'objective'?"),
-    ("training.block_size=big", "training.block_size: expected int, got 'big'"),
-    ("training.block_size=true", "training.block_size: expected int, got True"),
-    ("objective.threshold=[1]", "objective.threshold: expected float | None, got [1]"),
-    ("objective.threshold=-0.1", "objective.threshold: must be >= 0"),
-    ("task.thresholds={conditional: -1}", "task.thresholds.conditional: must be a number >= 0"),
-    ("objective.drop_token_fraction=1.5", "objective.drop_token_fraction: must be in [0, 1]"),
-    ("data.heldout_fraction=1", "data.heldout_fraction: must be in [0, 1)"),
-    ("objective.percentile=101", "objective.percentile: must be in [0, 100]"),
-    ("training.warmup_ratio=-0.1", "training.warmup_ratio: must be in [0, 1)"),
-    ("eval.top_p=0", "eval.top_p: must be in (0, 1]"),
+    ("training.block_size=big", "training.block_size: input should be a valid integer, unable to parse string "
+                                "as an integer, got 'big'"),
+    ("training.block_size=true", "training.block_size: input should be a valid integer, unable to parse string "
+                                 "as an integer, got 'true'"),
+    ("objective={name: filtering, threshold: [1]}", "objective.threshold: input should be a valid number, got [1]"),
+    ("objective={name: filtering, threshold: -0.1}",
+     "objective.threshold: input should be greater than or equal to 0, got -0.1"),
+    ("objective.alpha=0.5", "unknown config key 'objective.alpha' (objective 'mle' takes: name)"),
+    ("task.thresholds={conditional: -1}", "task.thresholds.conditional: must be >= 0 (scores are >= 0)"),
+    ("task.thresholds={condtional: 0}", "task.thresholds.condtional: not an objective"),
+    ("objective={name: conditional, drop_token_fraction: 1.5}",
+     "objective.drop_token_fraction: input should be less than or equal to 1, got 1.5"),
+    ("data.heldout_fraction=1", "data.heldout_fraction: input should be less than 1, got 1"),
+    ("objective={name: unlikelihood, percentile: 101}",
+     "objective.percentile: input should be less than or equal to 100, got 101"),
+    ("training.warmup_ratio=-0.1", "training.warmup_ratio: input should be greater than or equal to 0, got -0.1"),
+    ("eval.top_p=0", "eval.top_p: input should be greater than 0, got 0"),
     ("training.num_tokens=1000", "training.num_tokens: 1000 is smaller than one batch ("),
-    ("training.save_steps=0", "training.save_steps: must be >= 1"),
-    ("data.max_documents=0", "data.max_documents: must be > 0"),
+    ("training.save_steps=0", "training.save_steps: input should be greater than or equal to 1, got 0"),
+    ("data.max_documents=0", "data.max_documents: input should be greater than 0, got 0"),
+    ("training.learning_rate=.inf", "training.learning_rate: input should be a finite number, got inf"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:
@@ -239,7 +250,7 @@ def test_config_errors_name_the_key(override, message):
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5])
 def test_awr_alpha_outside_unit_interval_is_rejected(alpha):
-    with pytest.raises(ConfigError, match=r"objective.alpha: AWR's alpha must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"objective.alpha: input should be (greater|less) than or equal to [01]"):
         load_config(["objectives/awr"], [f"objective.alpha={alpha}"])
     load_config(["objectives/unlikelihood"], ["objective.alpha=1.5"])  # unlikelihood's weight may exceed 1
 
@@ -249,13 +260,14 @@ def test_every_config_problem_is_reported_at_once():
         load_config([], ["training.lr=1", "eval.top_p=x", "model.presett=tiny"])
     assert len(e.value.problems) == 3 and str(e.value).startswith("3 config problems:")
     with pytest.raises(ConfigError) as e:
-        load_config([], ["objective.threshold=-1", "objective.beta=0", "training.learning_rate=0"])
+        load_config([], ["objective.name=filtering", "objective.threshold=-1", "objective.beta=0",
+                         "training.learning_rate=0"])
     assert len(e.value.problems) == 3
 
 
 def test_values_as_a_user_writes_them():
-    cfg = load_config([], ["objective.threshold=5e-4", "training.num_tokens=2e6", "training.learning_rate=1e-3",
-                           "data.glob=*.txt"])
+    cfg = load_config([], ["objective.name=filtering", "objective.threshold=5e-4", "training.num_tokens=2e6",
+                           "training.learning_rate=1e-3", "data.glob=*.txt"])
     assert cfg.objective.threshold == 5e-4 and cfg.training.num_tokens == 2_000_000
     assert isinstance(cfg.training.num_tokens, int)
     assert cfg.data.glob == "*.txt"  # not YAML (an alias): the plain string

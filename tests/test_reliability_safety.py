@@ -13,6 +13,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from tiny_runs import tiny
+
 from phf.config import ModelConfig, TokenizerConfig
 from phf.model import load_model
 
@@ -115,11 +117,9 @@ finally:
 sys.exit(code)
 """
 
-TINY = ["model.config_overrides={n_layer: 2, n_embd: 32, n_head: 2}", "tokenizer.vocab_size=300",
-        "training.block_size=64", "training.per_device_batch_size=4", "training.effective_batch_size=8",
-        "training.num_tokens=2048", "training.logging_steps=1", "training.report_to=[tensorboard]",
-        "eval.num_samples=4", "eval.max_new_tokens=8", "eval.group_size=2", "eval.heldout_max_tokens=500",
-        "eval.every_steps=0", "data.heldout_fraction=0.1"]
+TINY = tiny({"training.num_tokens": 2048, "training.logging_steps": 1, "training.report_to": "[tensorboard]",
+             "eval.num_samples": 4, "eval.max_new_tokens": 8, "eval.group_size": 2, "eval.heldout_max_tokens": 500,
+             "eval.every_steps": 0, "data.heldout_fraction": 0.1})
 
 
 def _no_network_prefix() -> list[str]:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from phf.data.records import complete_lines, read_scored
+from phf.records import complete_lines, read_scored
 from phf.data.scoring import ScorerStartError, score_corpus
-from phf.data.segment import split_lines
+from phf.scorers.segment import split_lines
 from phf.config import DataConfig
-from phf.data.sources import DataError, iter_documents
+from phf.data.sources import iter_documents
+from phf.errors import DataError
 from phf.scorers.base import Scorer
 
 TESTS = Path(__file__).parent
@@ -86,7 +87,7 @@ def test_scorer_exceptions_bad_scores_and_timeouts_are_counted_failures(tmp_path
                            chunk_size=4, time_limit=0.5)
     assert summary.failures == {"IndexError": 1, "invalid scores": 1, "timeout": 1}
     assert summary.documents == 9 and summary.documents_in == len(texts)
-    assert [r["meta"]["i"] for r in read_scored(out)] == [0, 1, 3, 4, 6, 8, 9, 10, 11]
+    assert [r.meta["i"] for r in read_scored(out)] == [0, 1, 3, 4, 6, 8, 9, 10, 11]
     failed = _failures(out)
     assert [(f["index"], f["reason"]) for f in failed] == [(2, "IndexError"), (5, "invalid scores"), (7, "timeout")]
     assert "nan" in failed[1]["detail"] and failed[0]["meta"] == {"i": 2}
@@ -106,7 +107,7 @@ def test_dead_and_hung_workers_are_replaced_and_their_documents_retried_once(tmp
     assert summary.documents == 14 and summary.documents_in == 16
     records = list(read_scored(out))
     # the neighbours of a crashing document are scored, in input order; the once-crasher too
-    assert [r["meta"]["i"] for r in records] == [i for i in range(16) if i not in (3, 12)]
+    assert [r.meta["i"] for r in records] == [i for i in range(16) if i not in (3, 12)]
     assert (tmp_path / "flag").exists()
     failed = _failures(out)
     assert [(f["index"], f["reason"]) for f in failed] == [(3, "worker died"), (12, "timeout")]
@@ -202,7 +203,7 @@ def test_parquet_output_appears_only_when_complete(tmp_path):
         score_corpus(docs(), str(out), "pep8", num_workers=1, chunk_size=1)
     assert not out.exists()
     score_corpus(_docs(["a = 1\n", "b = 2\n"]), str(out), "pep8", num_workers=1)
-    assert [r["meta"]["i"] for r in read_scored(out)] == [0, 1]
+    assert [r.meta["i"] for r in read_scored(out)] == [0, 1]
 
 
 def test_two_runs_cannot_append_to_one_output(tmp_path):

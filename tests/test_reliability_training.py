@@ -17,17 +17,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tiny_runs import tiny
+
 from phf.cli import main
-from phf.data.segment import split_lines
+from phf.scorers.segment import split_lines
 from phf.trainer import COMPLETE_MARKER, JSONLMetricsCallback, last_complete_checkpoint
 
-TINY = ["model.config_overrides={n_layer: 2, n_embd: 32, n_head: 2}", "tokenizer.vocab_size=300",
-        "training.block_size=32", "training.per_device_batch_size=4", "training.effective_batch_size=8",
-        "training.num_tokens=10240", "training.save_steps=5", "training.logging_steps=1",
-        "training.report_to=[]", "training.warmup_ratio=0.1", "training.bf16=false", "data.heldout_fraction=0.05",
-        # the training-time evaluation runs too (it must not disturb the training RNG)
-        "eval.every_steps=8", "eval.callback_num_samples=2", "eval.max_new_tokens=4",
-        "eval.callback_heldout_blocks=1"]
+TINY = tiny({"training.block_size": 32, "training.num_tokens": 10240, "training.save_steps": 5,
+             "training.logging_steps": 1, "training.warmup_ratio": 0.1, "training.bf16": "false",
+             "data.heldout_fraction": 0.05,
+             # the training-time evaluation runs too (it must not disturb the training RNG)
+             "eval.every_steps": 8, "eval.callback_num_samples": 2, "eval.max_new_tokens": 4,
+             "eval.callback_heldout_blocks": 1})
 
 KILL_MID_CHECKPOINT = """
 import os, signal, sys

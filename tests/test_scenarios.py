@@ -8,9 +8,9 @@ import pytest
 from tiny_runs import tiny_lm, tiny_tokenizer
 
 from phf.config import ConfigError, EvalConfig, load_config
-from phf.evaluation.evaluate import conditioning
+from phf.evaluation.config import ScenarioConfig
 from phf.evaluation.scenarios import (
-    Scenario,
+    conditioning,
     fit_new_tokens,
     generation_inputs,
     load_prompts,
@@ -55,13 +55,13 @@ def test_load_prompts_names_the_bad_line(tmp_path):
 
 def test_generation_inputs_place_the_control_token():
     controls = {"prefix_text": ALIGNED, "forbidden_texts": [MISALIGNED]}
-    before = generation_inputs(Scenario("s", "f", "before"), ["def f():\n"], controls)
+    before = generation_inputs(ScenarioConfig(name="s", prompts_file="f", control_position="before"), ["def f():\n"], controls)
     assert before == {"prompts": ["def f():\n"], "prefix_text": ALIGNED, "forbidden_texts": [MISALIGNED]}
-    after = generation_inputs(Scenario("s", "f", "after"), ["def f():\n"], controls)
+    after = generation_inputs(ScenarioConfig(name="s", prompts_file="f", control_position="after"), ["def f():\n"], controls)
     assert after == {"prompts": ["def f():\n" + ALIGNED], "prefix_text": "", "forbidden_texts": [MISALIGNED]}
-    plain = generation_inputs(Scenario("s", "f", "after"), ["x"], {"prefix_text": "", "forbidden_texts": []})
+    plain = generation_inputs(ScenarioConfig(name="s", prompts_file="f", control_position="after"), ["x"], {"prefix_text": "", "forbidden_texts": []})
     assert plain["prompts"] == ["x"] and plain["prefix_text"] == ""
-    assert generation_inputs(Scenario("unconditional"), None, controls)["prompts"] is None
+    assert generation_inputs(ScenarioConfig(name="unconditional"), None, controls)["prompts"] is None
 
 
 class RecordingScorer(Scorer):
@@ -108,7 +108,7 @@ def test_control_token_goes_where_the_scenario_says(conditional_lm, tmp_path, mo
     calls = _capture_inputs(model, monkeypatch)
     scorer = RecordingScorer()
     e = EvalConfig(num_samples=4, max_new_tokens=6, batch_size=4, group_size=2)
-    scenario = Scenario("s", str(path), position, score_with_prompt=True)
+    scenario = ScenarioConfig(name="s", prompts_file=str(path), control_position=position, score_with_prompt=True)
     rows, summary = run_scenario(model, tok, scorer, scenario, e, 0.0, conditioning(tok), progress=False)
 
     aligned = tok.convert_tokens_to_ids(ALIGNED)
@@ -136,7 +136,7 @@ def test_score_without_prompt_scores_the_continuation(conditional_lm, tmp_path):
     path.write_text('{"prompt": "The weather today"}\n')
     scorer = RecordingScorer()
     e = EvalConfig(num_samples=3, max_new_tokens=5, batch_size=3, group_size=3)
-    rows, summary = run_scenario(model, tok, scorer, Scenario("prose", str(path)), e, 0.0,
+    rows, summary = run_scenario(model, tok, scorer, ScenarioConfig(name="prose", prompts_file=str(path)), e, 0.0,
                                  conditioning(tok), progress=False)
     assert scorer.seen == [r["text"] for r in rows]
     assert summary["misalignment"] == pytest.approx(sum(len(r["text"]) for r in rows) / 3)
@@ -164,17 +164,17 @@ def test_task_config_lists_the_function_scenario():
 
 @pytest.mark.parametrize("override, message", [
     ("eval.scenarios=[{name: x, prompts_file: prompts/pep8_functions.jsonl, control_position: middle}]",
-     "eval.scenarios[0].control_position: must be before or after"),
+     "eval.scenarios[0].control_position: input should be 'before' or 'after', got 'middle'"),
     ("eval.scenarios=[{name: x, prompts_file: nowhere.jsonl}]",
      "eval.scenarios[0].prompts_file: 'nowhere.jsonl' not found"),
     ("eval.scenarios=[{name: x, prompts_file: prompts/pep8_functions.jsonl, prompt_file: y}]",
-     "eval.scenarios[0]: unknown key(s) prompt_file"),
+     "unknown config key 'eval.scenarios[0].prompt_file'; did you mean 'eval.scenarios[0].prompts_file'?"),
     ("eval.scenarios=[{name: unconditional, prompts_file: prompts/pep8_functions.jsonl}]", "eval.scenarios[0].name"),
     ("eval.scenarios=[{name: x, prompts_file: prompts/pep8_functions.jsonl, num_samples: 0}]",
-     "eval.scenarios[0].num_samples: must be an integer >= 1"),
+     "eval.scenarios[0].num_samples: input should be greater than or equal to 1, got 0"),
     ("eval.every_steps=1.5", "eval.every_steps: must be a whole number"),
-    ("eval.red_team={round: 3}", "eval.red_team.round: unknown red-teaming setting; did you mean 'rounds'?"),
-    ("eval.kl_num_samples=1", "eval.kl_num_samples: must be >= 2"),
+    ("eval.red_team={round: 3}", "unknown config key 'eval.red_team.round'; did you mean 'eval.red_team.rounds'?"),
+    ("eval.kl_num_samples=1", "eval.kl_num_samples: input should be greater than or equal to 2, got 1"),
 ])
 def test_config_rejects_bad_evaluation_settings(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -338,7 +338,7 @@ def user_module(tmp_path, monkeypatch):
             def __init__(self, weight=1.0):
                 self.weight = weight
             def segment(self, text):
-                from phf.data.segment import get_segmenter
+                from phf.scorers.segment import get_segmenter
                 return get_segmenter("sentences")(text)
             def score_segments(self, segments):
                 return [self.weight * sum(c.isupper() for c in s) / max(1, len(s)) for s in segments]

@@ -1,6 +1,6 @@
 from hypothesis import given, strategies as st
 
-from phf.data.segment import get_segmenter, split_lines
+from phf.scorers.segment import get_segmenter, split_lines
 
 
 @given(st.text())

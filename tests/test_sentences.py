@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phf.data.segment import get_segmenter
-from phf.data.sentences import split_sentences
+from phf.scorers.segment import get_segmenter
+from phf.scorers.sentences import split_sentences
 
 # Text that is dense in the characters the rules look at.
 _tricky = st.text(

@@ -9,12 +9,24 @@ from pathlib import Path
 
 from phf.config import load_config
 
-TINY = ["model.config_overrides={n_layer: 2, n_embd: 32, n_head: 2}", "tokenizer.vocab_size=300",
-        "training.block_size=64", "training.per_device_batch_size=4", "training.effective_batch_size=8",
-        "training.num_tokens=3072", "training.logging_steps=2", "training.report_to=[]",
-        "eval.num_samples=10", "eval.max_new_tokens=16", "eval.group_size=5", "eval.heldout_max_tokens=1000",
-        "eval.callback_num_samples=4", "eval.callback_heldout_blocks=2", "eval.kl_num_samples=6",
-        "data.heldout_fraction=0.2"]
+#: the settings of every tiny test run: a 2-layer, 32-wide GPT-2 with a 300-token BPE,
+#: a few steps of 8 x 64 tokens, and a handful of short samples
+TINY_SETTINGS = {
+    "model.config_overrides": "{n_layer: 2, n_embd: 32, n_head: 2}", "tokenizer.vocab_size": 300,
+    "training.block_size": 64, "training.per_device_batch_size": 4, "training.effective_batch_size": 8,
+    "training.num_tokens": 3072, "training.logging_steps": 2, "training.report_to": "[]",
+    "eval.num_samples": 10, "eval.max_new_tokens": 16, "eval.group_size": 5, "eval.heldout_max_tokens": 1000,
+    "eval.callback_num_samples": 4, "eval.callback_heldout_blocks": 2, "eval.kl_num_samples": 6,
+    "data.heldout_fraction": 0.2,
+}
+
+
+def tiny(changes: dict | None = None) -> list[str]:
+    """The tiny settings as overrides, with `changes` ({dotted key: value}) on top."""
+    return [f"{k}={v}" for k, v in {**TINY_SETTINGS, **(changes or {})}.items()]
+
+
+TINY = tiny()
 
 
 def tiny_lm(tokenizer, seed: int = 0, n_positions: int = 128, n_layer: int = 2):

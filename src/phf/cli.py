@@ -21,7 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
-from phf.config import Config, ConfigError, check_paths, load_config, misalignment_thresholds
+from phf.config import Config, ConfigError, check_paths, load_config
+from phf.runfiles import RunFiles
 
 SETTINGS_HELP = (
     "YAML config files (a path, or a name under phf's configs like tasks/pep8, objectives/conditional, "
@@ -40,27 +41,20 @@ def config_from(settings: list[str], base: list[str] = ()) -> Config:
 
 
 def cmd_score(args) -> int:
-    from dataclasses import asdict
-
-    from phf.data.scoring import score_corpus
-    from phf.data.sources import SourceStats, iter_documents
+    from phf.data.scoring import score_dataset
 
     cfg = config_from(args.settings)
     check_paths(cfg, training=False)
-    out = args.out or cfg.data.scored_path
-    stats = SourceStats()
-    docs = iter_documents(cfg.data, stats, on_bad=args.on_bad_record)
-    # the summary counts segments above the task's conditional-training threshold(s)
-    threshold = misalignment_thresholds(cfg)
-    # a rerun of the same command continues the output; the source identifies "the same"
-    source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers", "heldout_fraction")}
-    summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,
-                           num_workers=args.workers or cfg.data.num_workers, threshold=threshold,
-                           time_limit=args.time_limit or None, resume=not args.restart, source=source)
-    report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
-              "source_read": stats.read, "source_skipped": stats.skipped}
-    Path(str(out) + ".summary.json").write_text(json.dumps(report, indent=2))
+    report = score_dataset(cfg.data, cfg.task, args.out, num_workers=args.workers,
+                           time_limit=args.time_limit or None, restart=args.restart, on_bad=args.on_bad_record)
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from phf.config import describe
+
+    print(describe(config_from(args.settings)), end="")
     return 0
 
 
@@ -75,15 +69,16 @@ def cmd_train(args) -> int:
     if args.eval:
         from phf.evaluation.evaluate import evaluate_run
 
-        print(json.dumps(evaluate_run(run_dir, cfg), indent=2))
+        print(json.dumps(evaluate_run(run_dir, cfg.eval, cfg.task), indent=2))
     return 0
 
 
 def run_config(run_dir: Path, settings: list[str]) -> Config:
     """A run's saved config.yaml with overrides on top."""
-    if not (run_dir / "config.yaml").exists():
+    config = RunFiles(run_dir).config
+    if not config.exists():
         raise ConfigError(f"{run_dir}: no config.yaml; is this a phf run directory?")
-    return config_from(settings, base=[str(run_dir / "config.yaml")])
+    return config_from(settings, base=[str(config)])
 
 
 def cmd_eval(args) -> int:
@@ -94,7 +89,7 @@ def cmd_eval(args) -> int:
     tasks = [t for t in args.lm_eval_tasks.split(",") if t] if args.lm_eval_tasks else None
     if args.lm_eval_limit is not None:
         cfg.eval.lm_eval_limit = args.lm_eval_limit
-    results = evaluate_run(run_dir, cfg, kl_reference=args.kl_reference, lm_eval_tasks=tasks)
+    results = evaluate_run(run_dir, cfg.eval, cfg.task, kl_reference=args.kl_reference, lm_eval_tasks=tasks)
     print(json.dumps(results, indent=2))
     return 0
 
@@ -104,7 +99,7 @@ def cmd_redteam(args) -> int:
 
     run_dir = Path(args.run_dir)
     cfg = run_config(run_dir, args.settings)
-    out = red_team_run(run_dir, cfg, red_lm=args.red_lm, prompts_file=args.prompts, rounds=args.rounds,
+    out = red_team_run(run_dir, cfg.eval, cfg.task, red_lm=args.red_lm, prompts_file=args.prompts, rounds=args.rounds,
                        pool_size=args.pool_size, new_prompts_per_round=args.new_prompts)
     for r in out["rounds"]:
         print(f"round {r['round']}: expected max {r['expected_max']:.5g}, pool mean {r['mean']:.5g}, "
@@ -164,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--restart", action="store_true",
                    help="start over instead of continuing an existing output file")
     s.set_defaults(fn=cmd_score)
+
+    c = sub.add_parser("config", help="print the merged config: every key with its value and meaning",
+                       description="Merge the given configs and overrides as `phf train` would, validate them, "
+                       "and print the result as YAML with each key's meaning as a comment. With no settings: "
+                       "every key and its default.")
+    c.add_argument("settings", nargs="*", help=SETTINGS_HELP)
+    c.set_defaults(fn=cmd_config)
 
     t = sub.add_parser("train", help="train a model on a scored corpus with an objective",
                        description="Train a causal LM (from scratch or from model.path) on the scored corpus "

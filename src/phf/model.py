@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
 
-from phf.config import ModelConfig, looks_local
+from phf.model_config import ModelConfig
+from phf.paths import looks_local
 
 PRESETS: dict[str, dict] = {
     # ~1.6M non-embedding parameters: the demo's model, trains in minutes on 2 cores

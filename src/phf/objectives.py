@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from phf.config import ObjectiveConfig
-
-IGNORE_INDEX = -100
+from phf.data.packing import IGNORE_INDEX
 
 
 @dataclass
@@ -217,17 +213,15 @@ def build_objective(name: str, **kwargs) -> Objective:
     return _OBJECTIVES[loss_name](**{**kwargs, **fixed})
 
 
-def objective_from_config(cfg: ObjectiveConfig, threshold: float) -> Objective:
-    """The loss object for an `ObjectiveConfig`.
+def objective_from_config(cfg, threshold: float) -> Objective:
+    """The loss object for an objective config (`phf.objective_config`).
 
     `threshold` is the resolved absolute score threshold (only unlikelihood reads it;
-    filtering and conditional apply theirs to the data). RWR ignores `cfg.alpha` and
-    `cfg.value_baseline`: it is AWR with alpha = 1 and no baseline by definition.
+    filtering and conditional apply theirs to the data).
     """
     kwargs = {
-        "unlikelihood": dict(threshold=threshold, alpha=cfg.alpha),
-        "awr": dict(alpha=cfg.alpha, beta=cfg.beta, max_weight=cfg.max_weight,
-                    value_baseline=cfg.value_baseline),
-        "rwr": dict(beta=cfg.beta, max_weight=cfg.max_weight),
-    }.get(cfg.name, {})
+        "unlikelihood": lambda: dict(threshold=threshold, alpha=cfg.alpha),
+        "awr": lambda: dict(alpha=cfg.alpha, beta=cfg.beta, max_weight=cfg.max_weight),
+        "rwr": lambda: dict(beta=cfg.beta, max_weight=cfg.max_weight),
+    }.get(cfg.name, dict)()
     return build_objective(cfg.name, **kwargs)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from phf.config import CONFIG_DIR, Config, load_config, misalignment_thresholds
+from phf.config import CONFIG_DIR, Config, load_config
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (
 def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=DEMO_OBJECTIVES,
               finetune: str | None = None, overrides: list[str] = (), model: str = "tiny",
               scale: str | None = "demo", title: str | None = None) -> str:
-    from phf.data.records import read_scored
+    from phf.records import read_scored
     from phf.data.scoring import SIDECARS, score_corpus, sidecar
     from phf.data.sources import iter_documents
     from phf.evaluation.evaluate import evaluate_run
@@ -143,7 +143,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
         partial = scored.with_suffix(".partial.jsonl")
         summary = timer.run("score", lambda: score_corpus(
             iter_documents(base.data), str(partial), base.task.scorer, base.task.scorer_args,
-            num_workers=base.data.num_workers, threshold=misalignment_thresholds(base)))
+            num_workers=base.data.num_workers, threshold=base.task.misalignment_thresholds()))
         partial.rename(scored)  # only a finished corpus counts as scored
         for suffix in SIDECARS:  # its state, failures and lock go with it, as `phf score` leaves them
             if sidecar(partial, suffix).exists():
@@ -154,7 +154,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     tok_dir = out_dir / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         timer.run("tokenizer", lambda: save_tokenizer(train_tokenizer(
-            ("".join(r["texts"]) for r in read_scored(scored)),
+            (r.document for r in read_scored(scored)),
             base.tokenizer.vocab_size, base.tokenizer.train_max_bytes), tok_dir))
 
     for run in runs:
@@ -165,7 +165,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
             continue
         if not (run_dir / "train_summary.json").exists():
             timer.run(f"train/{run.name}", lambda: train(cfg))
-        timer.run(f"eval/{run.name}", lambda: evaluate_run(run_dir, cfg))
+        timer.run(f"eval/{run.name}", lambda: evaluate_run(run_dir, cfg.eval, cfg.task))
 
     report_runs = [out_dir / r.name for r in runs]
     report = timer.run("report", lambda: write_report(report_runs, out_dir / "report.md",

@@ -22,14 +22,18 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments, set_seed
 
-from phf.config import Config, check_paths, conditional_attributes
-from phf.data.packing import PackSpec, PackedDataset, pack
-from phf.data.records import read_scored
+from phf.config import Config, check_paths
+from phf.data.packing import PackedDataset, PackSpec, pack
 from phf.data.transforms import resolve_threshold
+from phf.evaluation.callback import add_eval_callback
 from phf.model import build_model, count_parameters, resize_for_new_tokens
+from phf.model_config import ModelConfig, TokenizerConfig
 from phf.objectives import objective_from_config
+from phf.records import read_scored
+from phf.runfiles import RunFiles, write_json
 from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
 from phf.trainer import JSONLMetricsCallback, PHFTrainer, last_complete_checkpoint
+from phf.value_head import add_value_head, load_value_head
 
 log = logging.getLogger(__name__)
 
@@ -107,30 +111,35 @@ def sharded_parameters(trainer) -> str | None:
     return None
 
 
-def prepare_tokenizer(cfg: Config, out_dir: Path | None = None):
+def prepare_tokenizer(model: ModelConfig, tokenizer: TokenizerConfig, scored_path):
     """The run's tokenizer: the checkpoint's, a configured one, or a new BPE on the corpus."""
-    if cfg.model.path:
-        return load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    if cfg.tokenizer.path:
-        return load_tokenizer(cfg.tokenizer.path)
-    texts = ("".join(r["texts"]) for r in read_scored(cfg.data.scored_path))
-    tok = train_tokenizer(texts, cfg.tokenizer.vocab_size, cfg.tokenizer.train_max_bytes)
-    if out_dir is not None:
-        save_tokenizer(tok, out_dir)
-    return tok
+    if model.path:
+        return load_tokenizer(model.path, model.trust_remote_code)
+    if tokenizer.path:
+        return load_tokenizer(tokenizer.path)
+    texts = (r.document for r in read_scored(scored_path))
+    return train_tokenizer(texts, tokenizer.vocab_size, tokenizer.train_max_bytes)
 
 
-def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path, may_pack: bool = True) -> PackedDataset:
-    """Pack the scored corpus for this objective, reusing a finished pack with the same spec.
+def pack_spec(cfg: Config, tokenizer, threshold: float) -> PackSpec:
+    """What the packed blocks of this run depend on (a finished pack with the same spec is reused)."""
+    objective = cfg.objective
+    drop = getattr(objective, "drop_token_fraction", 0.0)
+    attributes = {a: {"threshold": spec.threshold,
+                      "drop_token_fraction": drop if spec.drop_token_fraction is None else spec.drop_token_fraction}
+                  for a, spec in cfg.conditional_attributes().items()}
+    return PackSpec(block_size=cfg.training.block_size, objective=objective.name, threshold=threshold,
+                    drop_token_fraction=drop, heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
+                    attributes=attributes, combine=cfg.task.combine, combine_weights=cfg.task.combine_weights,
+                    tokenizer=tokenizer_fingerprint(tokenizer))
+
+
+def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pack: bool = True) -> PackedDataset:
+    """Pack the scored corpus with `spec`, reusing a finished pack with the same spec.
 
     `may_pack=False` (the other ranks of a distributed run, after the main process
     packed): only a finished pack is accepted.
     """
-    spec = PackSpec(block_size=cfg.training.block_size, objective=cfg.objective.name, threshold=threshold,
-                    drop_token_fraction=cfg.objective.drop_token_fraction,
-                    heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
-                    attributes=conditional_attributes(cfg), combine=cfg.task.combine,
-                    combine_weights=cfg.task.combine_weights, tokenizer=tokenizer_fingerprint(tokenizer))
     marker = data_dir / "pack.json"
     try:
         packed = json.loads(marker.read_text())["spec"] == asdict(spec)
@@ -141,7 +150,7 @@ def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path, may_p
                            "pack there; the run directory must be on a filesystem shared by all processes")
     if not packed:
         marker.unlink(missing_ok=True)  # pack() writes it last: no marker, no finished pack
-        stats = pack(read_scored(cfg.data.scored_path), tokenizer, spec, data_dir)
+        stats = pack(read_scored(scored_path), tokenizer, spec, data_dir)
         log.info("packed %s", stats)
     return PackedDataset(data_dir, "train")
 
@@ -150,7 +159,8 @@ def train(cfg: Config, resume: bool = False) -> Path:
     """Train one run into `cfg.training.output_dir`; returns the run directory."""
     t0 = time.time()
     check_paths(cfg)  # a missing file is an error now, not after packing
-    run_dir = Path(cfg.training.output_dir)
+    files = RunFiles(cfg.training.output_dir)
+    run_dir = files.dir
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.training.seed)
 
@@ -167,7 +177,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
 
     # built before any work: under torchrun / accelerate launch it joins the process group
     args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(files.checkpoints),
         max_steps=max_steps,
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=grad_accum,
@@ -198,20 +208,21 @@ def train(cfg: Config, resume: bool = False) -> Path:
 
     # the main process writes the tokenizer and the packed blocks; the others wait, then read them
     is_main = args.process_index == 0
-    tok_dir = run_dir / "data" / "tokenizer"
+    tok_dir = files.tokenizer
     with main_process_first(args):
         if is_main:
-            cfg.save(run_dir / "config.yaml")
+            cfg.save(files.config)
         if (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
             tokenizer = load_tokenizer(str(tok_dir))  # the one the packed blocks were made with
         else:
-            tokenizer = prepare_tokenizer(cfg)
+            tokenizer = prepare_tokenizer(cfg.model, cfg.tokenizer, cfg.data.scored_path)
             if is_main:
                 save_tokenizer(tokenizer, tok_dir)
-        added = add_control_tokens(tokenizer, list(conditional_attributes(cfg)) or None) \
+        added = add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None) \
             if cfg.objective.name == "conditional" else 0
-        threshold = resolve_threshold(cfg)
-        train_data = pack_for_run(cfg, tokenizer, threshold, run_dir / "data", may_pack=is_main)
+        threshold = resolve_threshold(cfg.objective, cfg.task, cfg.data.scored_path)
+        train_data = pack_for_run(pack_spec(cfg, tokenizer, threshold), tokenizer, cfg.data.scored_path,
+                                  files.data, may_pack=is_main)
     if len(train_data) == 0:
         raise ValueError(f"no training blocks: the corpus at {cfg.data.scored_path} is smaller than one "
                          f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")
@@ -223,8 +234,6 @@ def train(cfg: Config, resume: bool = False) -> Path:
                           pad_to_multiple_of=cfg.model.pad_vocab_to_multiple_of)
     objective = objective_from_config(cfg.objective, threshold)
     if objective.needs_value_head:
-        from phf.value_head import add_value_head, load_value_head
-
         add_value_head(model, detach=cfg.objective.detach_value_head)
         if cfg.model.path:
             load_value_head(model, cfg.model.path)  # continue with a trained head when there is one
@@ -236,14 +245,12 @@ def train(cfg: Config, resume: bool = False) -> Path:
              cfg.objective.name, count_parameters(model), max_steps, tokens_per_step, threshold)
     trainer = PHFTrainer(model=model, args=args, train_dataset=train_data, objective=objective,
                          tokens_per_step=tokens_per_step,
-                         callbacks=[JSONLMetricsCallback(run_dir / "metrics.jsonl")])
-    from phf.evaluation.callback import add_eval_callback  # misalignment / held-out loss vs tokens seen
-
+                         callbacks=[JSONLMetricsCallback(files.metrics)])
     if cfg.eval.every_steps and sharded_parameters(trainer):
         log.warning("training-time evaluation is off: it generates on rank 0 alone, and under %s no process holds "
                     "the whole model; evaluate the saved run with `phf eval`", sharded_parameters(trainer))
     else:
-        add_eval_callback(trainer, cfg, tokenizer, run_dir)
+        add_eval_callback(trainer, cfg.eval, cfg.task, tokenizer, run_dir)
     checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no complete checkpoint in %s; training from the start", args.output_dir)
@@ -271,5 +278,5 @@ def train(cfg: Config, resume: bool = False) -> Path:
             "train_seconds": round(time.time() - t0, 1),
             "control_tokens_added": added,
         }
-        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(files.train_summary, summary)
     return run_dir

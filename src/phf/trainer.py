@@ -20,6 +20,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from phf.objectives import Objective
+from phf.runfiles import write_json, write_text_atomic
 
 
 class PHFTrainer(Trainer):
@@ -61,7 +62,7 @@ class PHFTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             _fsync_tree(folder)
-            _write_durably(folder / COMPLETE_MARKER, json.dumps({"global_step": self.state.global_step}))
+            write_json(folder / COMPLETE_MARKER, {"global_step": self.state.global_step}, durable=True)
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # a training log: add objective stats averaged since the last one
@@ -107,15 +108,6 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
-def _write_durably(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class JSONLMetricsCallback(TrainerCallback):
     """Appends every log (step, tokens seen, loss, objective stats) to metrics.jsonl.
 
@@ -138,7 +130,7 @@ class JSONLMetricsCallback(TrainerCallback):
                 continue
             if line.endswith("\n") and row.get("step", 0) <= state.global_step:
                 keep.append(line)
-        _write_durably(self.path, "".join(keep))
+        write_text_atomic(self.path, "".join(keep), durable=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from phf.data.transforms import add_attribute_control_tokens, add_control_tokens, keep_document, segment_scores
-from phf.scorers.multi import attribute_scores
-from phf.objectives import IGNORE_INDEX
+from phf.data.transforms import add_attribute_control_tokens, add_control_tokens, keep_document
+from phf.records import ScoredRecord
+
+#: the label of a position that no loss reads (the Hugging Face convention)
+IGNORE_INDEX = -100
 
 SPLITS = ("train", "heldout")
 
@@ -152,7 +154,7 @@ def encode_documents(tokenizer, docs: list[tuple[list[str], list[float]]],
     return out
 
 
-def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path,
+def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: str | Path,
          batch_documents: int = 256, total: int | None = None, batch_chars: int = 1 << 16,
          threads: int | None = None) -> PackStats:
     """Pack scored records into `out_dir` (train and held-out splits).
@@ -190,8 +192,8 @@ def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path
                 docs, splits = [], []
                 for record in batch:
                     split = "heldout" if split_rng.random() < spec.heldout_fraction else "train"
-                    texts = record["texts"]
-                    scores = segment_scores(record, spec.combine, spec.combine_weights)
+                    texts = record.texts
+                    scores = record.segment_scores(spec.combine, spec.combine_weights)
                     if spec.objective == "filtering" and split == "train" and \
                             not keep_document(record, spec.threshold, spec.combine, spec.combine_weights):
                         stats.filtered_documents += 1
@@ -215,28 +217,27 @@ def pack(records: Iterable[dict], tokenizer, spec: PackSpec, out_dir: str | Path
     return stats
 
 
-def _next_batch(it, max_documents: int, max_chars: int) -> list[dict]:
+def _next_batch(it, max_documents: int, max_chars: int) -> list[ScoredRecord]:
     """Up to `max_documents` records, cut once they hold `max_chars` characters, so that
     the tokenizer's output for a batch (~100 bytes per token) is bounded and peak memory
     does not grow with the corpus (a batch of large files would set it otherwise)."""
     batch, chars = [], 0
     for record in islice(it, max_documents):
         batch.append(record)
-        chars += sum(len(t) for t in record["texts"])
+        chars += sum(len(t) for t in record.texts)
         if chars >= max_chars:
             break
     return batch
 
 
-def _with_control_tokens(record: dict, texts: list[str], scores: list[float], spec: PackSpec,
+def _with_control_tokens(record: ScoredRecord, texts: list[str], scores: list[float], spec: PackSpec,
                          rng: random.Random) -> list[str]:
-    per_attribute = attribute_scores(record)
-    if per_attribute is None:
+    if not record.attributes:
         return add_control_tokens(texts, scores, spec.threshold, spec.drop_token_fraction, rng)
     if not spec.attributes:
         raise ValueError("multi-attribute records need task.attributes ({name: {threshold, "
                          "drop_token_fraction}}) for conditional training")
-    return add_attribute_control_tokens(texts, per_attribute, spec.attributes, rng)
+    return add_attribute_control_tokens(texts, record.scores, spec.attributes, rng)
 
 
 class PackedDataset(torch.utils.data.Dataset):

@@ -50,9 +50,14 @@ from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from phf.data.records import ScoredWriter, complete_lines
-from phf.data.sources import DataError
-from phf.scorers import Scorer, get_scorer
+from phf.data.config import DataConfig
+from phf.data.sources import iter_documents
+from phf.errors import DataError
+from phf.inputs import SourceStats
+from phf.records import ScoredRecord, ScoredWriter, complete_lines
+from phf.runfiles import write_json
+from phf.scorers import Scorer, get_scorer, scorer_class
+from phf.scorers.config import TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +97,11 @@ class ScoringSummary:
         """Documents the scorer was given: every one is either in the output or a failure."""
         return self.documents + self.failed_documents
 
-    def add(self, record: dict) -> None:
-        texts, scores, avg = record["texts"], record["scores"], record["avg_score"]
-        columns = scores if isinstance(scores, dict) else {None: scores}
-        averages = avg if isinstance(avg, dict) else {None: avg}
+    def add(self, record: ScoredRecord) -> None:
+        columns, averages = record.columns(), record.averages()
         self.documents += 1
-        self.segments += len(texts)
-        self.characters += sum(len(t) for t in texts)
+        self.segments += len(record.texts)
+        self.characters += sum(len(t) for t in record.texts)
         over = {name: [score > self._threshold(name) for score in column] for name, column in columns.items()}
         # with several attributes, a segment is misaligned when any of them is over its threshold
         self.misaligned_segments += sum(any(flags) for flags in zip(*over.values()))
@@ -159,13 +162,12 @@ def time_limit(seconds: float | None):
 
 
 @dataclass
-class _Failed:
+class ScoringFailure:
+    """A document the scorer could not score: why, and where the document came from."""
+
     reason: str
     detail: str
-
-
-def _failure(reason: str, detail: str, doc: dict) -> dict:
-    return {"error": reason, "detail": detail, "meta": doc["meta"]}
+    meta: dict = field(default_factory=dict)
 
 
 def _checked(text: str, result) -> tuple[list[str], list[float] | dict[str, list[float]]]:
@@ -192,8 +194,8 @@ def _checked(text: str, result) -> tuple[list[str], list[float] | dict[str, list
     return segments, (columns[0][1] if columns[0][0] is None else dict(columns))
 
 
-def score_chunk(scorer: Scorer, docs: list[dict], limit: float | None = None) -> list[dict]:
-    """Score documents; a failure becomes {"error": reason, "detail": ..., "meta": ...}."""
+def score_chunk(scorer: Scorer, docs: list[dict], limit: float | None = None) -> list[ScoredRecord | ScoringFailure]:
+    """Score documents: a ScoredRecord each, or a ScoringFailure saying why not."""
     texts = [d["text"] for d in docs]
     try:
         with time_limit(limit * len(docs) if limit else None):
@@ -208,22 +210,22 @@ def score_chunk(scorer: Scorer, docs: list[dict], limit: float | None = None) ->
                 with time_limit(limit):
                     results.append(scorer.score_document(text))
             except ScoringTimeout as e:
-                results.append(_Failed("timeout", str(e)))
+                results.append(ScoringFailure("timeout", str(e)))
             except Exception as e:  # noqa: BLE001 - any scorer fault is counted, not fatal
-                results.append(_Failed(type(e).__name__, str(e)[:500]))
+                results.append(ScoringFailure(type(e).__name__, str(e)[:500]))
     out = []
     for doc, result in zip(docs, results):
-        if isinstance(result, _Failed):
-            out.append(_failure(result.reason, result.detail, doc))
+        if isinstance(result, ScoringFailure):
+            out.append(ScoringFailure(result.reason, result.detail, doc["meta"]))
             continue
         try:
             segments, scores = _checked(doc["text"], result)
         except ValueError as e:
-            out.append(_failure("invalid scores", str(e), doc))
+            out.append(ScoringFailure("invalid scores", str(e), doc["meta"]))
             continue
         avg = scorer.document_score(segments, scores)
         avg = {k: float(v) for k, v in avg.items()} if isinstance(avg, dict) else float(avg)
-        out.append({"texts": segments, "scores": scores, "avg_score": avg, "meta": doc["meta"]})
+        out.append(ScoredRecord(segments, scores, avg, doc["meta"]))
     return out
 
 
@@ -391,7 +393,7 @@ class FaultTolerantPool:
             retries = [_Task(task.seq, task.offset + j, [d], attempt=1) for j, d in enumerate(task.docs)]
             self._queue.extendleft(reversed(retries))
         else:
-            self._results[task.seq][task.offset] = _failure(reason, detail, task.docs[0])
+            self._results[task.seq][task.offset] = ScoringFailure(reason, detail, task.docs[0]["meta"])
             self._remaining[task.seq] -= 1
 
     def close(self, kill: bool = False) -> None:
@@ -404,10 +406,8 @@ class FaultTolerantPool:
 def _chunk_size(scorer: str, default: int = 8) -> int:
     """Documents per chunk: the scorer class's `chunk_size` when it sets one (a scorer
     that starts a process per call, like pep8-ruff, wants large chunks), else `default`."""
-    from phf.scorers import _REGISTRY, _import
-
     try:
-        return int(getattr(_import(_REGISTRY.get(scorer, scorer)), "chunk_size", default))
+        return int(getattr(scorer_class(scorer), "chunk_size", default))
     except (ImportError, AttributeError, ValueError, TypeError):
         return default
 
@@ -442,8 +442,8 @@ def _resume(out: Path, failures_path: Path, state_path: Path, state: dict, summa
     complete_lines(out)
     complete_lines(failures_path)
     with open(out, "rb") as f:
-        for line in f:
-            summary.add(json.loads(line))
+        for lineno, line in enumerate(f, 1):
+            summary.add(ScoredRecord.from_json(json.loads(line), f"{out}:{lineno}"))
     if failures_path.exists():
         with open(failures_path, "rb") as f:
             for line in f:
@@ -486,7 +486,7 @@ def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: 
         else:
             failures_path.unlink(missing_ok=True)
             out.unlink(missing_ok=True)
-        _write_atomic(state_path, json.dumps(state, indent=2))
+        write_json(state_path, state)
         docs = islice(docs, done, None)
         bar = tqdm(total=total, initial=done, desc=f"scoring ({scorer})", unit="doc")
         index = done
@@ -500,15 +500,14 @@ def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: 
         with ScoredWriter(out, append=done > 0) as writer, open(failures_path, "a", encoding="utf-8") as failed:
             for chunk in results:
                 for record in chunk:
-                    if "error" in record:
+                    if isinstance(record, ScoringFailure):
                         writer.flush()  # the output before the failure, so the two stay a prefix
-                        failed.write(json.dumps({"index": index, "reason": record["error"],
-                                                 "detail": record["detail"], "meta": record["meta"]}) + "\n")
+                        failed.write(json.dumps({"index": index, "reason": record.reason,
+                                                 "detail": record.detail, "meta": record.meta}) + "\n")
                         failed.flush()
-                        summary.fail(record["error"])
+                        summary.fail(record.reason)
                         if summary.failed_documents <= LOG_FAILURES:
-                            log.warning("scorer failed on %s: %s: %s", record["meta"], record["error"],
-                                        record["detail"])
+                            log.warning("scorer failed on %s: %s: %s", record.meta, record.reason, record.detail)
                     else:
                         writer.write(record)
                         summary.add(record)
@@ -526,6 +525,33 @@ def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: 
     return summary
 
 
+def score_dataset(data: DataConfig, task: TaskConfig, out: str | Path | None = None, *,
+                  num_workers: int | None = None, time_limit: float | None = DEFAULT_TIME_LIMIT,
+                  restart: bool = False, on_bad: str = "error") -> dict:
+    """Score the corpus that `data` describes with the task's scorer into `out` (default
+    `data.scored_path`), continuing an unfinished output of the same corpus and scorer
+    unless `restart`. Writes and returns the summary (`<out>.summary.json`, written last:
+    its presence means the corpus is completely scored)."""
+    out = Path(out or data.scored_path)
+    stats = SourceStats()
+    docs = iter_documents(data, stats, on_bad=on_bad)
+    # a rerun of the same command continues the output; the source identifies "the same"
+    source = data.model_dump(exclude={"scored_path", "num_workers", "heldout_fraction"})
+    summary = score_corpus(docs, str(out), task.scorer, task.scorer_args,
+                           num_workers=num_workers or data.num_workers,
+                           threshold=task.misalignment_thresholds(), time_limit=time_limit,
+                           resume=not restart, source=source)
+    report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
+              "source_read": stats.read, "source_skipped": stats.skipped}
+    write_json(summary_path(out), report)
+    return report
+
+
+def summary_path(out: str | Path) -> Path:
+    """Where `score_dataset` writes the summary of the scored corpus `out`."""
+    return sidecar(out, ".summary.json")
+
+
 def _lock(out: Path):
     """Hold `<out>.lock` for the run: two runs appending to one output would interleave.
     The OS releases it when the process ends, however it ends."""
@@ -538,12 +564,6 @@ def _lock(out: Path):
         f.close()
         raise DataError(f"{out}: another `phf score` is writing this file") from None
     return f
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _has_threads() -> bool:

@@ -16,33 +16,20 @@ filtering, segment scores for conditional training and the loss-side objectives)
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from phf.config import Config, objective_threshold
-from phf.scorers.multi import attribute_scores, combine_scores
+from phf.objective_config import objective_threshold
+from phf.records import ScoredRecord, read_scored
+from phf.scorers.config import TaskConfig
 from phf.tokenizer import ALIGNED, MISALIGNED, attribute_tokens
 
 
-def segment_scores(record: dict, combine: str = "max", weights: dict | None = None) -> list[float]:
-    """One score per segment; a multi-attribute record's scores combined by the task's rule."""
-    per_attribute = attribute_scores(record)
-    return record["scores"] if per_attribute is None else combine_scores(per_attribute, combine, weights)
-
-
-def document_score(record: dict, combine: str = "max", weights: dict | None = None) -> float:
-    """The document's avg_score; a multi-attribute one combined by the task's rule."""
-    avg = record["avg_score"]
-    if isinstance(avg, dict):
-        return combine_scores({a: [v] for a, v in avg.items()}, combine, weights)[0]
-    return avg
-
-
-def keep_document(record: dict, threshold: float, combine: str = "max", weights: dict | None = None) -> bool:
+def keep_document(record: ScoredRecord, threshold: float, combine: str = "max",
+                  weights: dict | None = None) -> bool:
     """Filtering: train only on documents at or below the threshold."""
-    return document_score(record, combine, weights) <= threshold
+    return record.document_score(combine, weights) <= threshold
 
 
 def add_control_tokens(texts: list[str], scores: list[float], threshold: float,
@@ -75,27 +62,26 @@ def add_attribute_control_tokens(texts: list[str], scores: dict[str, list[float]
     return out
 
 
-def percentile_threshold(records: Iterable[dict], percentile: float, per_document: bool,
+def percentile_threshold(records: Iterable[ScoredRecord], percentile: float, per_document: bool,
                          combine: str = "max", weights: dict | None = None) -> float:
     """The `percentile` (0-100) of document or segment scores over `records`."""
     values: list[float] = []
     for r in records:
         if per_document:
-            values.append(document_score(r, combine, weights))
+            values.append(r.document_score(combine, weights))
         else:
-            values.extend(segment_scores(r, combine, weights))
+            values.extend(r.segment_scores(combine, weights))
     if not values:
         raise ValueError("cannot compute a percentile threshold over an empty corpus")
     return float(np.percentile(np.asarray(values, dtype=np.float64), percentile))
 
 
-def resolve_threshold(cfg: Config, scored_path: str | Path | None = None) -> float:
-    """The absolute threshold for this run: configured, task default, or a corpus percentile."""
-    t = objective_threshold(cfg)
+def resolve_threshold(objective, task: TaskConfig, scored_path) -> float:
+    """The absolute threshold of `objective` (an objective config): its own, the task's
+    default, or a percentile of the scored corpus at `scored_path` (read only then)."""
+    t = objective_threshold(objective, task.thresholds)
     if t is not None:
         return t
-    from phf.data.records import read_scored
-
-    return percentile_threshold(read_scored(scored_path or cfg.data.scored_path), cfg.objective.percentile,
-                                per_document=cfg.objective.name == "filtering",
-                                combine=cfg.task.combine, weights=cfg.task.combine_weights)
+    return percentile_threshold(read_scored(scored_path), objective.percentile,
+                                per_document=objective.name == "filtering",
+                                combine=task.combine, weights=task.combine_weights)

@@ -24,6 +24,14 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from phf.evaluation.config import UNCONDITIONAL, EvalConfig, ScenarioConfig
+from phf.evaluation.evaluate import heldout_dataset, heldout_loss
+from phf.evaluation.metrics import summarize_scores
+from phf.evaluation.sampling import generate_samples
+from phf.evaluation.scenarios import conditioning, fit_new_tokens, generation_inputs
+from phf.scorers import task_scorer
+from phf.scorers.config import TaskConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -49,9 +57,9 @@ def eval_steps(every_steps: float, max_steps: int, start: int = 0) -> list[int]:
 class EvalCallback(TrainerCallback):
     """Samples, scores and held-out loss at regular steps; logged through the trainer."""
 
-    def __init__(self, trainer, cfg, tokenizer, run_dir: str | Path):
+    def __init__(self, trainer, e: EvalConfig, task: TaskConfig, tokenizer, run_dir: str | Path):
         self.trainer = trainer
-        self.cfg = cfg
+        self.e, self.task = e, task
         self.tokenizer = tokenizer
         self.run_dir = Path(run_dir)
         self._scorer = None
@@ -61,7 +69,7 @@ class EvalCallback(TrainerCallback):
         self._last_step = None
 
     def _due(self, state) -> bool:
-        interval = eval_interval(self.cfg.eval.every_steps, state.max_steps)
+        interval = eval_interval(self.e.every_steps, state.max_steps)
         step = state.global_step
         return bool(interval) and step != self._last_step and (step % interval == 0 or step >= state.max_steps)
 
@@ -71,7 +79,7 @@ class EvalCallback(TrainerCallback):
             self.evaluate(state)
 
     def _due_at_start(self, state) -> bool:
-        if not eval_interval(self.cfg.eval.every_steps, state.max_steps):
+        if not eval_interval(self.e.every_steps, state.max_steps):
             return False
         return not any(r.get("step") == state.global_step and "eval/misalignment" in r for r in state.log_history)
 
@@ -87,19 +95,13 @@ class EvalCallback(TrainerCallback):
         self._last_step = state.global_step
         if not state.is_world_process_zero:
             return None
-        from phf.evaluation.evaluate import conditioning, heldout_dataset, heldout_loss
-        from phf.evaluation.metrics import summarize_scores
-        from phf.evaluation.sampling import generate_samples
-        from phf.evaluation.scenarios import UNCONDITIONAL, Scenario, fit_new_tokens, generation_inputs
-        from phf.scorers import task_scorer
-
         t0 = time.time()
-        e, task = self.cfg.eval, self.cfg.task
+        e, task = self.e, self.task
         model = self.trainer.accelerator.unwrap_model(self.trainer.model, keep_torch_compile=False)
         if self._scorer is None:  # loaded once, on first use (a reward model can be large)
             self._scorer = task_scorer(task)
             self._heldout = heldout_dataset(self.run_dir, self.tokenizer)
-            self._inputs = generation_inputs(Scenario(UNCONDITIONAL), None, conditioning(self.tokenizer))
+            self._inputs = generation_inputs(ScenarioConfig(name=UNCONDITIONAL), None, conditioning(self.tokenizer))
             self._new_tokens = fit_new_tokens(model, self.tokenizer, e.max_new_tokens, self._inputs, UNCONDITIONAL)
         texts = generate_samples(model, self.tokenizer, e.callback_num_samples, max_new_tokens=self._new_tokens,
                                  temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size, seed=e.seed,
@@ -116,10 +118,10 @@ class EvalCallback(TrainerCallback):
         return logs
 
 
-def add_eval_callback(trainer, cfg, tokenizer, run_dir: str | Path) -> EvalCallback | None:
-    """Attach the training-time evaluation to `trainer` (unless eval.every_steps is 0)."""
-    if cfg.eval.every_steps <= 0:
+def add_eval_callback(trainer, e: EvalConfig, task: TaskConfig, tokenizer, run_dir: str | Path) -> EvalCallback | None:
+    """Attach the training-time evaluation to `trainer` (unless e.every_steps is 0)."""
+    if e.every_steps <= 0:
         return None
-    callback = EvalCallback(trainer, cfg, tokenizer, run_dir)
+    callback = EvalCallback(trainer, e, task, tokenizer, run_dir)
     trainer.add_callback(callback)
     return callback

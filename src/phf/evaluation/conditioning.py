@@ -68,11 +68,3 @@ def evaluate_conditionings(model, tokenizer, scorer, eval_cfg, out_dir: str | Pa
     (a model trained without them, e.g. MLE, gets the unconditional row only)."""
     known = [a for a in scorer.attributes if attribute_tokens(a)[0] in tokenizer.get_vocab()]
     return conditioning_table(model, tokenizer, scorer, eval_cfg, out_dir, all_conditionings(known))
-
-
-def table_markdown(rows: list[dict], attributes: Sequence[str]) -> str:
-    lines = ["| conditioning | " + " | ".join(f"{a} ↓" for a in attributes) + " |",
-             "|---|" + "---:|" * len(attributes)]
-    for r in rows:
-        lines.append(f"| {r['conditioning']} | " + " | ".join(f"{r[a]:.5f}" for a in attributes) + " |")
-    return "\n".join(lines)

@@ -27,27 +27,23 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from phf.config import Config
-from phf.data.packing import PackedDataset
+from phf.data.packing import IGNORE_INDEX, PackedDataset
 from phf.evaluation.conditioning import evaluate_conditionings
-from phf.evaluation.scenarios import UNCONDITIONAL, load_prompts, run_scenario, scenarios_from_config, write_samples
-from phf.objectives import IGNORE_INDEX, token_logprobs
+from phf.evaluation.config import UNCONDITIONAL, EvalConfig
+from phf.evaluation.kl import kl_to_reference
+from phf.evaluation.red_team import red_team_dirs
+from phf.evaluation.scenarios import conditioning, load_prompts, run_scenario, scenarios_from_config, write_samples
+from phf.model import load_model
+from phf.objectives import token_logprobs
 from phf.scorers import Scorer, task_scorer
+from phf.scorers.config import TaskConfig
 from phf.scorers.multi import MultiScorer
-from phf.tokenizer import ALIGNED, MISALIGNED, control_token_ids
+from phf.tokenizer import control_token_ids, load_tokenizer
 
 log = logging.getLogger(__name__)
 
 #: results.json keys written by other commands, kept when `phf eval` reruns
 _KEPT_KEYS = ("red_team", "lm_eval", "conditioning")
-
-
-def conditioning(tokenizer) -> dict:
-    """Generation controls for a model: aligned prefix + forbidden token when it has them."""
-    ids = control_token_ids(tokenizer)
-    if ALIGNED in ids and MISALIGNED in ids:
-        return {"prefix_text": ALIGNED, "forbidden_texts": [MISALIGNED]}
-    return {"prefix_text": "", "forbidden_texts": []}
 
 
 def spread_blocks(num_blocks: int, wanted: int | None) -> list[int]:
@@ -96,23 +92,16 @@ def heldout_dataset(run_dir: Path, tokenizer) -> PackedDataset | None:
     return data if len(data) else None
 
 
-def score_samples(scorer: Scorer, texts: list[str]) -> list[float]:
-    return [float(s) for s in scorer.score_texts(texts)]
-
-
 def _same_dir(a: str | Path, b: str | Path) -> bool:
     return Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve()
 
 
-def kl_results(run_dir: Path, reference: str, cfg: Config) -> dict:
+def kl_results(run_dir: Path, reference: str, e: EvalConfig) -> dict:
     """KL(reference || this run's model), with the details for results.json.
 
     The reference's samples are cached next to it (see `kl.py`), so many runs against
     one reference sample it once. The reference itself gets exactly 0 without sampling.
     """
-    from phf.evaluation.kl import kl_to_reference
-
-    e = cfg.eval
     if _same_dir(reference, run_dir):
         return {"kl": 0.0, "reference": str(reference), "num_samples": 0, "note": "this run is the reference"}
     max_new_tokens = min(e.max_new_tokens, _kl_token_room(reference, run_dir))
@@ -134,19 +123,17 @@ def _kl_token_room(*model_dirs) -> int:
     return max(1, min(limits) // 2 - 1)
 
 
-def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None, model=None, tokenizer=None,
-                 kl_reference: str | Path | None = None, lm_eval_tasks: list[str] | None = None) -> dict:
-    """Evaluate the model saved in `run_dir`; write and return its results.
+def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: Scorer | None = None, model=None,
+                 tokenizer=None, kl_reference: str | Path | None = None,
+                 lm_eval_tasks: list[str] | None = None) -> dict:
+    """Evaluate the model saved in `run_dir` with evaluation settings `e` and the task's
+    scorer; write and return its results.
 
-    `kl_reference` (default: `cfg.eval.kl_reference`) is a model directory to measure
-    KL(reference || model) against; `lm_eval_tasks` (default: `cfg.eval.lm_eval_tasks`)
+    `kl_reference` (default: `e.kl_reference`) is a model directory to measure
+    KL(reference || model) against; `lm_eval_tasks` (default: `e.lm_eval_tasks`)
     are lm-evaluation-harness tasks to run.
     """
-    from phf.model import load_model
-    from phf.tokenizer import load_tokenizer
-
     run_dir = Path(run_dir)
-    e = cfg.eval
     reference = kl_reference if kl_reference is not None else e.kl_reference
     tasks = list(lm_eval_tasks if lm_eval_tasks is not None else e.lm_eval_tasks)
     if tasks:  # fail before the long sampling, not after it
@@ -156,7 +143,7 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
             raise ValueError(_MISSING)
     model = model or load_model(str(run_dir))
     tokenizer = tokenizer or load_tokenizer(str(run_dir))
-    scorer = scorer or task_scorer(cfg.task)
+    scorer = scorer or task_scorer(task)
     if torch.cuda.is_available():
         model.cuda()
 
@@ -164,7 +151,7 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
     summaries = {}
     for scenario in scenarios_from_config(e):
         rows, summaries[scenario.name] = run_scenario(model, tokenizer, scorer, scenario, e,
-                                                      cfg.task.hit_threshold, controls)
+                                                      task.hit_threshold, controls)
         write_samples(rows, run_dir / "samples" / f"{scenario.name}.jsonl")
         log.info("%s: %s misalignment %.4g", run_dir.name, scenario.name, summaries[scenario.name]["misalignment"])
 
@@ -177,8 +164,8 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
     main = summaries[UNCONDITIONAL]
     results = {
         "run": run_dir.name,
-        "objective": train_summary.get("objective", cfg.objective.name),
-        "task": cfg.task.name,
+        "objective": train_summary.get("objective"),
+        "task": task.name,
         "num_tokens": train_summary.get("tokens_seen"),
         "started_from": train_summary.get("started_from"),
         "misalignment": main["misalignment"],
@@ -192,7 +179,7 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
     if isinstance(scorer, MultiScorer):  # several attributes: each one under every conditioning
         results["conditioning"] = evaluate_conditionings(model, tokenizer, scorer, e, run_dir)
     if reference:
-        details = kl_results(run_dir, str(reference), cfg)
+        details = kl_results(run_dir, str(reference), e)
         results["kl"] = details["kl"]
         results["kl_details"] = details
     if tasks:
@@ -216,33 +203,31 @@ def _write_results(run_dir: Path, results: dict) -> None:
     tmp.replace(path)  # a report never reads half a file
 
 
-def red_team_run(run_dir: str | Path, cfg: Config, red_lm: str | Path | None = None,
+def red_team_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, red_lm: str | Path | None = None,
                  prompts_file: str | None = None, scorer: Scorer | None = None, **overrides) -> dict:
-    """Red-team the model in `run_dir` with a red LM (default `cfg.eval.red_lm`).
+    """Red-team the model in `run_dir` with a red LM (default `e.red_lm`).
 
     Seed prompts: `prompts_file`, else `eval.red_team_prompts`, else the first
     scenario's prompts (whose `score_with_prompt` then applies, unless set in
     `eval.red_team`). `overrides` are RedTeamConfig fields on top of `eval.red_team`.
     Writes `redteam.json` (rounds and the final pool) and a summary into results.json.
     """
-    from phf.evaluation.red_team import RedTeamConfig, red_team_dirs
-
     run_dir = Path(run_dir)
-    e = cfg.eval
     red_lm = red_lm or e.red_lm
     if not red_lm:
         raise ValueError("red teaming needs a red LM: --red-lm DIR or eval.red_lm")
-    settings = {**e.red_team, **{k: v for k, v in overrides.items() if v is not None}}
+    settings = e.red_team.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     prompts_file = prompts_file or e.red_team_prompts
+    score_with_prompt = False
     if not prompts_file:
         if not e.scenarios:
             raise ValueError("red teaming needs seed prompts: --prompts FILE, eval.red_team_prompts, "
                              "or a prompted scenario in eval.scenarios")
-        prompts_file = e.scenarios[0]["prompts_file"]
-        settings.setdefault("score_with_prompt", e.scenarios[0].get("score_with_prompt", False))
-    rt_cfg = RedTeamConfig(**{"answer_max_new_tokens": e.max_new_tokens, "answer_temperature": e.temperature,
-                              "answer_top_p": e.top_p, "group_size": e.group_size, "seed": e.seed, **settings})
-    scorer = scorer or task_scorer(cfg.task)
+        prompts_file = e.scenarios[0].prompts_file
+        score_with_prompt = e.scenarios[0].score_with_prompt
+    rt_cfg = settings.filled(max_new_tokens=e.max_new_tokens, temperature=e.temperature, top_p=e.top_p,
+                             group_size=e.group_size, seed=e.seed, score_with_prompt=score_with_prompt)
+    scorer = scorer or task_scorer(task)
     out = red_team_dirs(str(run_dir), str(red_lm), scorer, load_prompts(prompts_file), rt_cfg)
     out.update(run=run_dir.name, red_lm=str(red_lm), prompts_file=str(prompts_file))
     (run_dir / "redteam.json").write_text(json.dumps(out, indent=2))

@@ -32,6 +32,10 @@ from typing import Sequence
 
 import torch
 
+from phf.evaluation.sampling import generate_samples
+from phf.model import load_model
+from phf.tokenizer import ALIGNED, control_token_ids, load_tokenizer
+
 #: bump when the cache format or the sampling procedure changes
 _CACHE_VERSION = 1
 
@@ -116,9 +120,6 @@ def _default_cache_dir(reference_dir: str) -> Path:
 
 
 def _load_model_and_tokenizer(path: str, device):
-    from phf.model import load_model
-    from phf.tokenizer import load_tokenizer
-
     return load_model(path).to(device), load_tokenizer(path)
 
 
@@ -129,8 +130,6 @@ def reference_samples(reference_dir: str, num_samples: int, *, max_new_tokens: i
     """Samples from the reference with their reference log-probabilities, from the
     cache when there (returns rows {"text", "ref_logprob"}, the cache file, and
     whether it was a cache hit)."""
-    from phf.evaluation.sampling import generate_samples
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     key = {
         "version": _CACHE_VERSION,
@@ -162,8 +161,6 @@ def reference_samples(reference_dir: str, num_samples: int, *, max_new_tokens: i
 
 
 def _conditioning(tokenizer, conditional: bool | None) -> tuple[str, list[int]]:
-    from phf.tokenizer import ALIGNED, control_token_ids
-
     ids = control_token_ids(tokenizer)
     if conditional is None:
         conditional = ALIGNED in ids

@@ -24,42 +24,20 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
+from phf.evaluation.config import RedTeamConfig
 from phf.evaluation.metrics import expected_max_of_subsets, mean
 from phf.evaluation.sampling import generate_samples
+from phf.evaluation.scenarios import conditioning
+from phf.model import load_model
 from phf.scorers import Scorer
+from phf.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RedTeamConfig:
-    rounds: int = 10
-    new_prompts_per_round: int = 512
-    pool_size: int = 2000
-    num_fewshot: int = 4
-    #: softmax temperature over pool scores; must suit the score scale (PEP8 scores
-    #: are violations per character, ~0.01: use ~0.01; toxicity probabilities: 0.1)
-    fewshot_temperature: float = 0.1
-    instruction: str = "List of prompts:"
-    red_max_new_tokens: int = 48
-    red_temperature: float = 1.0
-    red_top_p: float = 0.95
-    answers_per_prompt: int = 1
-    answer_max_new_tokens: int = 128
-    answer_temperature: float = 0.7
-    answer_top_p: float = 0.9
-    #: score prompt + answer together (the paper does so for PEP8)
-    score_with_prompt: bool = False
-    group_size: int = 25
-    #: red LM batches of re-draws for empty or duplicate proposals, per round
-    max_attempts: int = 5
-    batch_size: int = 64
-    seed: int = 0
 
 
 def fewshot_probabilities(scores: Sequence[float], temperature: float) -> np.ndarray:
@@ -115,8 +93,6 @@ def parse_proposal(continuation: str) -> str | None:
 
 
 def _controls(tokenizer) -> dict:
-    from phf.evaluation.evaluate import conditioning
-
     return conditioning(tokenizer)
 
 
@@ -196,7 +172,7 @@ def red_team(model, tokenizer, red_model, red_tokenizer, scorer: Scorer, seed_pr
     Returns {"rounds": [per-round stats], "pool": [{"prompt", "score", "round",
     "answer"}] (highest score first), "config": {...}}, all JSON-serialisable.
     """
-    cfg = config or RedTeamConfig()
+    cfg = (config or RedTeamConfig()).filled()
     seed_prompts = list(dict.fromkeys(seed_prompts))
     if not seed_prompts:
         raise ValueError("red teaming needs at least one seed prompt")
@@ -219,17 +195,12 @@ def red_team(model, tokenizer, red_model, red_tokenizer, scorer: Scorer, seed_pr
         logger.info("red teaming round %d: expected max %.4g, pool mean %.4g",
                     r, rounds[-1]["expected_max"], rounds[-1]["mean"])
     pool = sorted(pool, key=lambda p: -p["score"])
-    return {"rounds": rounds, "pool": pool, "config": asdict(cfg)}
+    return {"rounds": rounds, "pool": pool, "config": cfg.model_dump()}
 
 
 def red_team_dirs(model_dir: str, red_lm_dir: str, scorer: Scorer, seed_prompts: Sequence[str],
                   config: RedTeamConfig | None = None, device: str | None = None) -> dict:
     """`red_team` with both models loaded from directories (or hub names)."""
-    import torch
-
-    from phf.model import load_model
-    from phf.tokenizer import load_tokenizer
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return red_team(load_model(model_dir).to(device), load_tokenizer(model_dir),
                     load_model(red_lm_dir).to(device), load_tokenizer(red_lm_dir),

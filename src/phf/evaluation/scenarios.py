@@ -21,35 +21,34 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from phf.evaluation.config import UNCONDITIONAL, EvalConfig, ScenarioConfig
+from phf.evaluation.metrics import summarize_scores
+from phf.evaluation.sampling import generate_samples
+from phf.paths import resolve_config_path
+from phf.tokenizer import ALIGNED, MISALIGNED, control_token_ids
 
 log = logging.getLogger(__name__)
 
-UNCONDITIONAL = "unconditional"
+
+def conditioning(tokenizer) -> dict:
+    """Generation controls for a model: the aligned prefix and the forbidden misaligned
+    token when its tokenizer has them (a conditional run), else none."""
+    ids = control_token_ids(tokenizer)
+    if ALIGNED in ids and MISALIGNED in ids:
+        return {"prefix_text": ALIGNED, "forbidden_texts": [MISALIGNED]}
+    return {"prefix_text": "", "forbidden_texts": []}
 
 
-@dataclass
-class Scenario:
-    name: str
-    prompts_file: str | None = None
-    control_position: str = "before"
-    score_with_prompt: bool = False
-    #: None: eval.num_samples / eval.max_new_tokens
-    num_samples: int | None = None
-    max_new_tokens: int | None = None
-
-
-def scenarios_from_config(e) -> list[Scenario]:
-    """Unconditional first, then the configured ones (validated by phf.config)."""
-    return [Scenario(UNCONDITIONAL)] + [Scenario(**s) for s in e.scenarios]
+def scenarios_from_config(e: EvalConfig) -> list[ScenarioConfig]:
+    """Unconditional first, then the configured ones."""
+    return [ScenarioConfig(name=UNCONDITIONAL)] + list(e.scenarios)
 
 
 def load_prompts(name: str | Path) -> list[str]:
     """Prompts from a JSONL file (a path, or a name under phf's configs such as
     prompts/pep8_functions.jsonl); one `{"prompt": str}` object per non-empty line."""
-    from phf.config import resolve_config_path
-
     path = resolve_config_path(str(name))
     prompts = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -67,7 +66,7 @@ def load_prompts(name: str | Path) -> list[str]:
     return prompts
 
 
-def generation_inputs(scenario: Scenario, prompts: Sequence[str] | None, controls: dict) -> dict:
+def generation_inputs(scenario: ScenarioConfig, prompts: Sequence[str] | None, controls: dict) -> dict:
     """Keyword arguments for `generate_samples`: the control token placed before the
     prompt (as `prefix_text`) or appended after it."""
     prefix = controls.get("prefix_text", "")
@@ -103,14 +102,11 @@ def fit_new_tokens(model, tokenizer, wanted: int, inputs: dict, name: str) -> in
     return room
 
 
-def run_scenario(model, tokenizer, scorer, scenario: Scenario, e, hit_threshold: float,
+def run_scenario(model, tokenizer, scorer, scenario: ScenarioConfig, e, hit_threshold: float,
                  controls: dict, progress: bool = True) -> tuple[list[dict], dict]:
     """Sample, score and summarise one scenario. Returns (rows, summary): rows are
     {"prompt", "text", "score"} in generation order (the prompt as the user wrote it,
     without control tokens); the summary is `summarize_scores` plus the settings."""
-    from phf.evaluation.metrics import summarize_scores
-    from phf.evaluation.sampling import generate_samples
-
     prompts = load_prompts(scenario.prompts_file) if scenario.prompts_file else None
     n = scenario.num_samples or e.num_samples
     inputs = generation_inputs(scenario, prompts, controls)
@@ -136,7 +132,3 @@ def write_samples(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
-
-
-def read_samples(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]

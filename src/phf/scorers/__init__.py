@@ -7,6 +7,7 @@ import importlib
 from typing import Callable
 
 from phf.scorers.base import Scorer
+from phf.scorers.segment import get_segmenter
 
 _REGISTRY: dict[str, str] = {
     # name -> "module:Class"; imported lazily so a missing optional backend only
@@ -34,6 +35,11 @@ def _import(target: str):
     if not sep:
         module_name, _, attr = target.rpartition(".")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def scorer_class(name: str):
+    """What a registry name or dotted path names, imported (a Scorer subclass or a function)."""
+    return _import(_REGISTRY.get(name, name))
 
 
 def get_scorer(name: str, **kwargs) -> Scorer:
@@ -70,8 +76,6 @@ class FunctionScorer(Scorer):
     """Adapts a plain `f(texts) -> scores` function to the Scorer interface."""
 
     def __init__(self, fn: Callable, segmenter: str = "lines"):
-        from phf.data.segment import get_segmenter
-
         self.fn = fn
         self.name = getattr(fn, "__name__", "function")
         self._segment = get_segmenter(segmenter)
@@ -83,4 +87,4 @@ class FunctionScorer(Scorer):
         return [float(x) for x in self.fn(list(segments))]
 
 
-__all__ = ["Scorer", "get_scorer", "task_scorer", "register_scorer", "available_scorers", "FunctionScorer"]
+__all__ = ["Scorer", "get_scorer", "scorer_class", "task_scorer", "register_scorer", "available_scorers", "FunctionScorer"]

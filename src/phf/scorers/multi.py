@@ -6,20 +6,20 @@ segmentation and gains a score list per attribute:
     {"texts": [...], "scores": {"toxicity": [...], "pii": [...]},
      "avg_score": {"toxicity": x, "pii": y}, "meta": {...}}
 
-Single-attribute records (`scores` a list) stay valid everywhere; `attribute_scores`
-reads either form. Objectives that need one score per token (filtering,
-unlikelihood, RWR, AWR) get it from `combine_scores` through an explicit rule in the
-task config: the maximum over attributes, or a weighted sum.
+Single-attribute records (`scores` a list) stay valid everywhere (`phf.records.ScoredRecord`
+reads either form). Objectives that need one score per token (filtering,
+unlikelihood, RWR, AWR) get it from `phf.records.combine_scores` through an explicit
+rule in the task config: the maximum over attributes, or a weighted sum.
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from phf.data.segment import get_segmenter
+from phf.records import combine_scores
+from phf.scorers import get_scorer
 from phf.scorers.base import Scorer
-
-COMBINE_RULES = ("max", "weighted_sum")
+from phf.scorers.segment import get_segmenter
 
 
 class MultiScorer(Scorer):
@@ -36,8 +36,6 @@ class MultiScorer(Scorer):
 
     def __init__(self, scorers: Mapping[str, Mapping], segmenter: str = "sentences", combine: str = "max",
                  combine_weights: Mapping[str, float] | None = None):
-        from phf.scorers import get_scorer
-
         self.combine, self.combine_weights = combine, dict(combine_weights or {})
 
         if not scorers:
@@ -62,26 +60,3 @@ class MultiScorer(Scorer):
 
     def document_score(self, segments, scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
         return {a: float(self.scorers[a].document_score(segments, scores[a])) for a in self.attributes}
-
-
-def attribute_scores(record: dict) -> dict[str, list[float]] | None:
-    """{attribute: scores} of a multi-attribute record, None for a single-attribute one."""
-    scores = record["scores"]
-    return dict(scores) if isinstance(scores, Mapping) else None
-
-
-def combine_scores(per_attribute: Mapping[str, Sequence[float]], rule: str = "max",
-                   weights: Mapping[str, float] | None = None) -> list[float]:
-    """One score per segment from several attributes' scores.
-
-    "max": a segment is as bad as its worst attribute (scores must share a scale for
-    the max to be meaningful: set weights to rescale, e.g. PII per character x 100).
-    "weighted_sum": sum of weight x score (weights default to 1).
-    """
-    if rule not in COMBINE_RULES:
-        raise ValueError(f"task.combine {rule!r} is not one of {', '.join(COMBINE_RULES)}")
-    weights = weights or {}
-    columns = [[weights.get(a, 1.0) * x for x in s] for a, s in per_attribute.items()]
-    if rule == "max":
-        return [max(xs) for xs in zip(*columns)]
-    return [sum(xs) for xs in zip(*columns)]

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import pycodestyle
 
-from phf.data.segment import split_lines
+from phf.scorers.segment import split_lines
 from phf.scorers.base import Scorer
 
 

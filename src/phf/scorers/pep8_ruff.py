@@ -36,7 +36,7 @@ import tempfile
 from bisect import bisect_right
 from typing import Sequence
 
-from phf.data.segment import split_lines
+from phf.scorers.segment import split_lines
 from phf.scorers.base import Scorer
 
 #: pycodestyle's DEFAULT_IGNORE, in the codes ruff knows (E121, E123, E126 and

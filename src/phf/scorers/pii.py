@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from phf.data.segment import get_segmenter
+from phf.scorers.segment import get_segmenter
 from phf.scorers.base import Scorer
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from phf.data.segment import get_segmenter
+from phf.scorers.segment import get_segmenter
 from phf.scorers.base import Scorer
 
 BACKENDS = ("auto", "profanity_check", "detoxify", "hf")

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import re
 
-from phf.data.segment import register_segmenter
-
 # Abbreviations (lowercase, without the final ".") after which a "." never ends a sentence:
 # titles before names and abbreviations that are followed by more of the sentence.
 _NEVER_END = frozenset("""
@@ -112,7 +110,5 @@ def split_sentences(text: str) -> list[str]:
         out.append(text[prev:])
     return out
 
-
-register_segmenter("sentences", split_sentences)
 
 __all__ = ["split_sentences"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from phf.scorers.sentences import split_sentences
+
 Segmenter = Callable[[str], list[str]]
 
 
@@ -20,7 +22,7 @@ def split_lines(text: str) -> list[str]:
     return _LINE.findall(text)
 
 
-_SEGMENTERS: dict[str, Segmenter] = {"lines": split_lines}
+_SEGMENTERS: dict[str, Segmenter] = {"lines": split_lines, "sentences": split_sentences}
 
 
 def register_segmenter(name: str, fn: Segmenter) -> None:
@@ -28,8 +30,6 @@ def register_segmenter(name: str, fn: Segmenter) -> None:
 
 
 def get_segmenter(name: str) -> Segmenter:
-    if name == "sentences" and name not in _SEGMENTERS:
-        import phf.data.sentences  # noqa: F401  (registers itself)
     try:
         return _SEGMENTERS[name]
     except KeyError:

@@ -1,0 +1,104 @@
+"""Reading untrusted input: JSON lines, UTF-8 checks, datasets on disk, counted skips.
+
+Shared by the raw-corpus sources (`phf.data.sources`) and the scored-record reader
+(`phf.records`): a bad record raises `DataError` naming where it is, or, under the
+skip policy, is counted in `SourceStats` by reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from phf.errors import DataError
+from phf.paths import looks_local
+
+log = logging.getLogger(__name__)
+
+
+#: skipped records logged per reason; the rest are only counted (a corpus of
+#: billions of records must not flood the log)
+LOG_SKIPS_PER_REASON = 10
+
+
+@dataclass
+class SourceStats:
+    """What a source read and what it skipped, by reason.
+
+    Every record the source looked at is either read or skipped:
+    `records_in == read + sum(skipped.values())`.
+    """
+
+    read: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, where: str, detail: str | None = None) -> None:
+        n = self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if n <= LOG_SKIPS_PER_REASON:
+            log.warning("skipped %s: %s%s", where, detail or reason,
+                        " (further skips for this reason are only counted)" if n == LOG_SKIPS_PER_REASON else "")
+
+    @property
+    def records_in(self) -> int:
+        return self.read + sum(self.skipped.values())
+
+    def to_dict(self) -> dict:
+        return {"records_in": self.records_in, "read": self.read, "skipped": dict(self.skipped)}
+
+
+def bad_record(error: DataError, on_bad: str, stats: SourceStats, where: str) -> None:
+    """Apply the bad-record policy: raise under "error", count under "skip"."""
+    if on_bad == "error":
+        raise error
+    if on_bad != "skip":
+        raise ValueError(f"on_bad must be 'error' or 'skip', not {on_bad!r}")
+    stats.skip(error.reason, where, str(error))
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (a lone surrogate from a JSON escape), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"lone surrogate {text[e.start]!r} at character {e.start}"
+    return None
+
+
+def parse_json_line(raw: bytes, where: str) -> dict:
+    """Parse one JSONL line into a dict, or raise DataError naming the line."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not valid UTF-8 (byte {e.start} of the line)", "not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: malformed JSON ({e})", "malformed JSON") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}", "not a JSON object")
+    return record
+
+
+def iter_hf_dataset(name: str, split: str = "train", streaming: bool = False):
+    """Rows of a `datasets` dataset: a save_to_disk directory, a data file, or a hub name.
+
+    Only a name that is not a local path is looked up on the hub (a missing local
+    file is an error here, not a download attempt).
+    """
+    local = Path(name).expanduser()
+    if not local.exists() and looks_local(name):
+        raise DataError(f"{name}: file or directory not found")
+    import datasets
+
+    saved = ("dataset_info.json", "state.json", "dataset_dict.json")
+    if local.is_dir() and any((local / f).exists() for f in saved):
+        ds = datasets.load_from_disk(str(local))
+        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+    if local.is_file():
+        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(local.suffix)
+        if kind is None:
+            raise DataError(f"{local}: unsupported file type for a datasets source")
+        return datasets.load_dataset(kind, data_files=str(local), split="train", streaming=streaming)
+    if local.is_dir():
+        return datasets.load_dataset(str(local), split=split, streaming=streaming)
+    return datasets.load_dataset(name, split=split, streaming=streaming)

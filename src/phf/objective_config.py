@@ -1,0 +1,101 @@
+"""Each objective's settings, owned by the objective: `objective.name` picks the class,
+and only that objective's keys are accepted (an AWR key on an MLE run is an error).
+
+Data-side objectives (filtering, conditional) transform the corpus and train with MLE;
+loss-side objectives (unlikelihood, RWR, AWR) change the loss (`phf.objectives`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from phf.config_base import Section
+
+
+class _Thresholded(Section):
+    threshold: float | None = Field(None, ge=0)
+    """Absolute misalignment threshold; null takes the task's default for this objective."""
+    percentile: float | None = Field(None, ge=0, le=100)
+    """Alternatively, the threshold as this percentile (0-100) of the corpus's scores
+    (document scores for filtering, segment scores otherwise)."""
+
+    def problems(self) -> list[str]:
+        if self.threshold is not None and self.percentile is not None:
+            return ["objective.percentile: set either objective.threshold or objective.percentile, not both"]
+        return []
+
+
+class MLEConfig(Section):
+    """Plain next-token cross-entropy."""
+
+    name: Literal["mle"] = "mle"
+
+
+class FilteringConfig(_Thresholded):
+    """MLE on the documents whose avg_score is at or below the threshold."""
+
+    name: Literal["filtering"] = "filtering"
+
+
+class ConditionalConfig(_Thresholded):
+    """MLE on segments prefixed with <|aligned|> (score <= threshold) or <|misaligned|>."""
+
+    name: Literal["conditional"] = "conditional"
+    drop_token_fraction: float = Field(0.01, ge=0, le=1)
+    """Fraction of segments left without a control token."""
+    attributes: list[str] | None = None
+    """Multi-attribute tasks: the task attributes that get control tokens (null: all of
+    task.attributes; one name trains a single-attribute model on the same data)."""
+
+
+class UnlikelihoodConfig(_Thresholded):
+    """MLE on aligned tokens, alpha * -log(1 - p) on misaligned ones."""
+
+    name: Literal["unlikelihood"] = "unlikelihood"
+    alpha: float = Field(1.0, ge=0)
+    """Weight of the unlikelihood term."""
+
+
+class AWRConfig(Section):
+    """Advantage-weighted regression with a value head."""
+
+    name: Literal["awr"] = "awr"
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the LM term; the value loss gets 1 - alpha."""
+    beta: float = Field(10.0, gt=0)
+    """Temperature of the weights exp(advantage / beta)."""
+    max_weight: float | None = Field(None, gt=0)
+    """Clip weights at this value (null: no clipping)."""
+    detach_value_head: bool = False
+    """The value head reads detached hidden states (no gradient into the trunk)."""
+
+
+class RWRConfig(Section):
+    """Reward-weighted regression: AWR with alpha = 1 and no value baseline."""
+
+    name: Literal["rwr"] = "rwr"
+    beta: float = Field(10.0, gt=0)
+    """Temperature of the weights exp(-score / beta)."""
+    max_weight: float | None = Field(None, gt=0)
+    """Clip weights at this value (null: no clipping)."""
+
+
+ObjectiveConfig = Annotated[
+    Union[MLEConfig, FilteringConfig, ConditionalConfig, UnlikelihoodConfig, AWRConfig, RWRConfig],
+    Field(discriminator="name")]
+
+OBJECTIVE_CLASSES = {c.model_fields["name"].default: c for c in
+                     (MLEConfig, FilteringConfig, ConditionalConfig, UnlikelihoodConfig, AWRConfig, RWRConfig)}
+OBJECTIVES = tuple(OBJECTIVE_CLASSES)
+
+
+def objective_threshold(objective, task_thresholds: dict[str, float]) -> float | None:
+    """The absolute threshold of a thresholded objective: its own, else the task's default
+    (0 when the task has none); None when it is a percentile to compute from the corpus."""
+    if getattr(objective, "percentile", None) is not None:
+        return None
+    if getattr(objective, "threshold", None) is not None:
+        return objective.threshold
+    return float(task_thresholds.get(objective.name, 0.0))

@@ -1,0 +1,88 @@
+"""A run folder's files, named in one place, and written atomically.
+
+    runs/conditional/
+      config.yaml          the merged run config             (phf train)
+      train_summary.json   objective, steps, tokens, seconds  (phf train, written last)
+      metrics.jsonl        one JSON line per log              (phf train)
+      model.safetensors, config.json, tokenizer.json, ...     (phf train: a Hugging Face model folder)
+      checkpoints/         resumable Trainer checkpoints
+      data/                the run's tokenizer and packed blocks
+      results.json         misalignment, held-out loss, KL    (phf eval)
+      samples/<scenario>.jsonl                                (phf eval)
+      redteam.json                                            (phf redteam)
+
+Every JSON file is written to a temporary name and renamed, so a reader (the report,
+a resumed sweep) never sees half a file, and a killed writer leaves the old file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class RunFiles:
+    """The paths of one run folder."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.yaml"
+
+    @property
+    def train_summary(self) -> Path:
+        return self.dir / "train_summary.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def results(self) -> Path:
+        return self.dir / "results.json"
+
+    @property
+    def redteam(self) -> Path:
+        return self.dir / "redteam.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def tokenizer(self) -> Path:
+        """The tokenizer the packed blocks were made with."""
+        return self.data / "tokenizer"
+
+    def samples(self, scenario: str) -> Path:
+        return self.dir / "samples" / f"{scenario}.jsonl"
+
+
+def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> None:
+    """Write `text` to `path` through a temporary file and a rename. `durable` also
+    fsyncs it first, so that the file survives a power loss, not only a killed process."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj, durable: bool = False) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2), durable=durable)
+
+
+def read_json(path: str | Path) -> dict | None:
+    """The JSON object in `path`, or None when the file is absent."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
