@@ -75,6 +75,9 @@ class DataConfig:
     heldout_fraction: float = 0.02
     #: scoring processes (None: all cores)
     num_workers: int | None = None
+    #: blocks packed by `phf pack` (a folder of packed shards and their tokenizer):
+    #: training reads them and packs nothing
+    packed_path: str | None = None
 
 
 @dataclass
@@ -502,7 +505,9 @@ def check_paths(cfg: Config, training: bool = True) -> None:
     is the user's explicit request to use the network.
     """
     named = {"model.path": cfg.model.path, "tokenizer.path": cfg.tokenizer.path}
-    if training:
+    if training and cfg.data.packed_path:
+        named["data.packed_path"] = cfg.data.packed_path
+    elif training:
         named["data.scored_path"] = cfg.data.scored_path
     elif cfg.data.source in ("dir", "jsonl", "hf"):
         named["data.path"] = cfg.data.path

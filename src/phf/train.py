@@ -120,17 +120,22 @@ def prepare_tokenizer(cfg: Config, out_dir: Path | None = None):
     return tok
 
 
+def pack_spec(cfg: Config, tokenizer, threshold: float) -> PackSpec:
+    """How this run packs its corpus (`phf pack` packs shards with the same spec)."""
+    return PackSpec(block_size=cfg.training.block_size, objective=cfg.objective.name, threshold=threshold,
+                    drop_token_fraction=cfg.objective.drop_token_fraction,
+                    heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
+                    attributes=conditional_attributes(cfg), combine=cfg.task.combine,
+                    combine_weights=cfg.task.combine_weights, tokenizer=tokenizer_fingerprint(tokenizer))
+
+
 def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path, may_pack: bool = True) -> PackedDataset:
     """Pack the scored corpus for this objective, reusing a finished pack with the same spec.
 
     `may_pack=False` (the other ranks of a distributed run, after the main process
     packed): only a finished pack is accepted.
     """
-    spec = PackSpec(block_size=cfg.training.block_size, objective=cfg.objective.name, threshold=threshold,
-                    drop_token_fraction=cfg.objective.drop_token_fraction,
-                    heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
-                    attributes=conditional_attributes(cfg), combine=cfg.task.combine,
-                    combine_weights=cfg.task.combine_weights, tokenizer=tokenizer_fingerprint(tokenizer))
+    spec = pack_spec(cfg, tokenizer, threshold)
     marker = data_dir / "pack.json"
     try:
         packed = json.loads(marker.read_text())["spec"] == asdict(spec)
@@ -202,7 +207,11 @@ def train(cfg: Config, resume: bool = False) -> Path:
     with main_process_first(args):
         if is_main:
             cfg.save(run_dir / "config.yaml")
-        if (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
+        if cfg.data.packed_path:  # packed by `phf pack`: its tokenizer made the blocks
+            tokenizer = load_tokenizer(str(Path(cfg.data.packed_path) / "tokenizer"))
+            if is_main:
+                save_tokenizer(tokenizer, tok_dir)
+        elif (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
             tokenizer = load_tokenizer(str(tok_dir))  # the one the packed blocks were made with
         else:
             tokenizer = prepare_tokenizer(cfg)
@@ -211,7 +220,13 @@ def train(cfg: Config, resume: bool = False) -> Path:
         added = add_control_tokens(tokenizer, list(conditional_attributes(cfg)) or None) \
             if cfg.objective.name == "conditional" else 0
         threshold = resolve_threshold(cfg)
-        train_data = pack_for_run(cfg, tokenizer, threshold, run_dir / "data", may_pack=is_main)
+        if cfg.data.packed_path:  # every process reads the packed shards; none packs
+            from phf.data.packed_shards import ShardedPackedDataset
+
+            train_data = ShardedPackedDataset(cfg.data.packed_path, "train",
+                                              expected_spec=asdict(pack_spec(cfg, tokenizer, threshold)))
+        else:
+            train_data = pack_for_run(cfg, tokenizer, threshold, run_dir / "data", may_pack=is_main)
     if len(train_data) == 0:
         raise ValueError(f"no training blocks: the corpus at {cfg.data.scored_path} is smaller than one "
                          f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")

@@ -1,0 +1,42 @@
+"""Connecting to Ray: a running cluster by address, or a local instance for one run."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+
+def import_ray():
+    """Ray, or an error that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError('the Ray engine needs Ray: pip install "phf[ray]"') from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None):
+    """Yield the `ray` module, connected.
+
+    Inside an existing session (`ray.init` already called) that session is used and
+    left running. Otherwise `address` connects to a running cluster ("auto", or
+    "HOST:PORT" of its head), and no address starts a local instance for this run
+    (`num_cpus` CPUs, no dashboard), stopped at the end.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # a local instance for one run: reachable from this machine only
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    log.info("Ray cluster resources: %s", ray.cluster_resources())
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
