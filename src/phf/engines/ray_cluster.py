@@ -33,8 +33,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        # a local instance for one run: reachable from this machine only
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        # "local": a new instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     log.info("Ray cluster resources: %s", ray.cluster_resources())
     try:
         yield ray
