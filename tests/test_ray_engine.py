@@ -130,6 +130,48 @@ def test_ray_scoring_of_a_saved_dataset_in_row_shards(ray_local, tmp_path):
     assert summary.misaligned_segments > 0  # the scorer did see toxic sentences
 
 
+PROSE = ["The weather is calm today. We walked to the river.", "You are an idiot! Nobody likes your damn code.",
+         "Thanks for the review. I fixed the typo.", "Shut up. This is the worst, stupid idea ever!",
+         "A short note. Another short note. And a third.", "Lunch is at noon. Bring the slides."]
+
+
+def test_model_scorer_runs_on_an_actor_pool(ray_local, tiny_tokenizer, tmp_path):
+    """A transformers classifier (toxicity's hf backend) on two actors that each load it
+    once; three JSONL shards; each shard's records equal the local engine's on that file."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=256, n_embd=32, n_layer=1, n_head=2,
+                        num_labels=2, id2label={0: "neutral", 1: "toxic"}, label2id={"neutral": 0, "toxic": 1},
+                        pad_token_id=tiny_tokenizer.pad_token_id)
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "clf")
+    tiny_tokenizer.save_pretrained(tmp_path / "clf")
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        with open(tmp_path / "in" / f"part-{i}.jsonl", "w") as f:
+            for j, text in enumerate(PROSE):
+                f.write(json.dumps({"text": f"{text} (part {i}, {j})"}) + "\n")
+    args = {"backend": "hf", "model": str(tmp_path / "clf"), "batch_size": 4}
+    result = score_corpus_ray(DataConfig(source="jsonl", path=str(tmp_path / "in")), tmp_path / "ray", "toxicity",
+                              args, actors=2, gpus_per_actor=0)
+    assert result.shards == 3 and result.summary.documents == 18
+    for i in range(3):
+        local, _ = local_records(DataConfig(source="jsonl", path=str(tmp_path / "in" / f"part-{i}.jsonl")),
+                                 tmp_path / f"local-{i}.jsonl", "toxicity", args)
+        assert read_scored_list(tmp_path / "ray" / f"shard-{i:05d}.parquet") == local
+        assert len({round(x, 6) for r in local for x in r["scores"]}) > 1  # a real model's varied scores
+    pids = {json.loads(p.read_text())["pid"] for p in (tmp_path / "ray").glob("shard-*.done.json")}
+    assert 1 <= len(pids) <= 2
+    # the actors were ended with the run (task workers stay alive, idle, in the pool)
+    time.sleep(1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def read_scored_list(path: Path) -> list[dict]:
+    return list(read_scored(path))
+
+
 def test_rerun_skips_completed_shards_and_refuses_other_settings(scored_on_ray, tmp_path):
     src, first, local, _, data = scored_on_ray
     out = tmp_path / "ray"
