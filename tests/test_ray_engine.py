@@ -330,3 +330,29 @@ def test_two_node_cluster_scores_a_corpus(corpus, tmp_path):
     assert ray_records(out) == local
     assert report["documents_in"] == summary.documents_in and report["shards"] >= 4
     assert len(nodes) >= 2  # the shards were scored by more than one worker process
+
+
+def test_phf_pack_then_train_reads_the_packed_shards(ray_local, scored_on_ray, tiny_tokenizer, tmp_path):
+    """`phf pack` on the Ray shards, then `phf train data.packed_path=...`: training reads
+    every packed shard (it packs nothing itself) and refuses shards packed otherwise."""
+    from phf.cli import main
+    from phf.config import ConfigError
+    from tiny_runs import TINY, tiny_config
+    from phf.train import train
+
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    settings = ["tasks/pep8", "objectives/conditional", "models/tiny", *TINY, f"tokenizer.path={tmp_path / 'tok'}",
+                "eval.every_steps=0"]
+    assert main(["pack", *settings, "-i", str(scored_on_ray[0]), "-o", str(tmp_path / "packed")]) == 0
+    folders = sorted(p.name for p in (tmp_path / "packed").glob("pack-*"))
+    assert len(folders) == scored_on_ray[1].shards
+    extra = [f"tokenizer.path={tmp_path / 'tok'}", f"data.packed_path={tmp_path / 'packed'}", "eval.every_steps=0"]
+    run = train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run", "conditional", extra))
+    assert json.loads((run / "train_summary.json").read_text())["steps"] >= 1
+    assert not (run / "data" / "train.ids").exists()  # nothing packed by the run
+    with pytest.raises(DataError, match="block_size"):
+        train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run2", "conditional",
+                          [*extra, "training.block_size=32"]))
+    with pytest.raises(ConfigError, match="data.packed_path"):
+        train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run3", "conditional",
+                          [*extra, f"data.packed_path={tmp_path / 'nothing-here'}"]))
