@@ -356,3 +356,26 @@ def test_phf_pack_then_train_reads_the_packed_shards(ray_local, scored_on_ray, t
     with pytest.raises(ConfigError, match="data.packed_path"):
         train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run3", "conditional",
                           [*extra, f"data.packed_path={tmp_path / 'nothing-here'}"]))
+
+
+def test_cli_scores_a_glob_of_jsonl_files(ray_local, code_texts, tmp_path, capsys):
+    """`phf score --engine ray` on a glob of JSONL files: one shard per file, the summary
+    file beside the output folder, and a clear error for an output file name."""
+    from phf.cli import main
+
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        with open(tmp_path / "in" / f"part-{i}.jsonl", "w") as f:
+            for text in code_texts[i * 3:(i + 1) * 3]:
+                f.write(json.dumps({"text": text[:3000]}) + "\n")
+            f.write("\n")  # a blank line: a counted skip
+    argv = ["score", "data.source=jsonl", f"data.path={tmp_path / 'in'}/part-*.jsonl", "--engine", "ray"]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out.summary.json").read_text())
+    assert report["shards"] == 2 and report["documents"] == 6 and report["documents_in"] == 6
+    assert report["source_skipped"] == {"blank line": 2}
+    local, _ = local_records(DataConfig(source="jsonl", path=str(tmp_path / "in" / "part-1.jsonl")),
+                             tmp_path / "local.jsonl")
+    assert list(read_scored(tmp_path / "out" / "shard-00001.parquet")) == local
+    assert main([*argv, "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "folder" in capsys.readouterr().err

@@ -48,10 +48,9 @@ def cmd_score(args) -> int:
     from phf.data.sources import SourceStats, iter_documents
 
     cfg = config_from(args.settings)
-    check_paths(cfg, training=False)
+    if args.engine == "local":  # the Ray engine's data.path may be a glob: its shard plan checks it
+        check_paths(cfg, training=False)
     out = args.out or cfg.data.scored_path
-    stats = SourceStats()
-    docs = iter_documents(cfg.data, stats, on_bad=args.on_bad_record)
     # the summary counts segments above the task's conditional-training threshold(s)
     threshold = misalignment_thresholds(cfg)
     # a rerun of the same command continues the output; the source identifies "the same"
@@ -59,6 +58,8 @@ def cmd_score(args) -> int:
               if k not in ("scored_path", "num_workers", "heldout_fraction", "packed_path")}
     if args.engine == "ray":
         return _score_on_ray(args, cfg, out, threshold, source)
+    stats = SourceStats()
+    docs = iter_documents(cfg.data, stats, on_bad=args.on_bad_record)
     summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,
                            num_workers=args.workers or cfg.data.num_workers, threshold=threshold,
                            time_limit=args.time_limit or None, resume=not args.restart, source=source)
