@@ -379,3 +379,22 @@ def test_cli_scores_a_glob_of_jsonl_files(ray_local, code_texts, tmp_path, capsy
     assert list(read_scored(tmp_path / "out" / "shard-00001.parquet")) == local
     assert main([*argv, "-o", str(tmp_path / "out.jsonl")]) == 2
     assert "folder" in capsys.readouterr().err
+    # a malformed record stops the run with the file and line (as the local engine does)
+    with open(tmp_path / "in" / "part-1.jsonl", "a") as f:
+        f.write('{"text": "no end\n')
+    assert main([*argv, "-o", str(tmp_path / "bad"), "--restart"]) == 2
+    assert f"{tmp_path / 'in' / 'part-1.jsonl'}:5: malformed JSON" in capsys.readouterr().err
+
+
+def test_failed_documents_are_counted_and_listed(ray_local, corpus, tmp_path):
+    """A per-document time limit that no document meets: every document is a "timeout"
+    failure in both engines, listed with its shard and meta; documents in = out + failed."""
+    data = DataConfig(source="dir", path=str(corpus))
+    result = score_corpus_ray(data, tmp_path / "ray", "pep8", time_limit=1e-6, shard_bytes=40_000)
+    local = score_corpus(iter_documents(data), str(tmp_path / "local.jsonl"), "pep8", num_workers=1, time_limit=1e-6)
+    assert result.summary.failures == local.failures == {"timeout": local.documents_in}
+    assert result.summary.documents == 0 and result.summary.documents_in == local.documents_in
+    listed = [json.loads(line) for line in (tmp_path / "ray" / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["meta"]["path"] for f in listed) == sorted(d["meta"]["path"] for d in iter_documents(data))
+    assert {f["shard"] for f in listed} == {f"{i:05d}" for i in range(result.shards)}
+    assert not list((tmp_path / "ray").glob("shard-*.parquet"))  # no records, no record files

@@ -9,11 +9,12 @@ log = logging.getLogger(__name__)
 
 
 def import_ray():
-    """Ray, or an error that says how to install it."""
+    """Ray, or an error that says how to install it (a ValueError, so that the command
+    line prints it as a one-line error)."""
     try:
         import ray
     except ImportError:
-        raise ImportError('the Ray engine needs Ray: pip install "phf[ray]"') from None
+        raise ValueError('the Ray engine needs Ray: pip install "phf[ray]"') from None
     return ray
 
 

@@ -310,7 +310,7 @@ def _run_actors(ray, todo, out, scorer, scorer_args, settings, actors, gpus_per_
                            max_task_retries=MAX_RETRIES)(ShardScorer)
     pool = [actor_cls.remote(scorer, args, *settings) for _ in range(actors)]
     # shards are dealt out as actors free up: one in flight per actor
-    refs, queue, busy = [], list(todo), {}
+    queue, busy = list(todo), {}
     for actor in pool:
         if queue:
             ref = actor.score.remote(queue.pop(0), str(out))
