@@ -16,7 +16,7 @@ $(BIN)/phf: pyproject.toml
 	# the CPU wheel of torch when it is on disk; otherwise pip resolves torch==2.13.0 itself
 	if ls /opt/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then \
 		$(BIN)/pip install --quiet /opt/wheels/torch-2.13.0+cpu-*.whl; fi
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,ray]"
 	touch $(BIN)/phf
 
 install: $(BIN)/phf

@@ -4,6 +4,8 @@ Configs and overrides are given together, in order: YAML files (a path, or a nam
 under phf's configs such as `tasks/pep8`) and dotted overrides (`key.sub=value`).
 
     phf score  tasks/pep8 data.max_bytes=5000000
+    phf score  tasks/pep8 data.source=dir data.path=corpus/ --engine ray -o runs/scored/
+    phf pack   tasks/pep8 objectives/conditional tokenizer.path=tok data.scored_path=runs/scored -o runs/packed
     phf train  tasks/pep8 objectives/conditional models/tiny training.output_dir=runs/cond
     phf eval   runs/cond
     phf eval   runs/cond --kl-reference runs/mle
@@ -44,10 +46,58 @@ def cmd_score(args) -> int:
     from phf.data.scoring import score_dataset
 
     cfg = config_from(args.settings)
+    if args.engine == "ray":
+        return _score_on_ray(args, cfg, args.out or cfg.data.scored_path)
     check_paths(cfg, training=False)
     report = score_dataset(cfg.data, cfg.task, args.out, num_workers=args.workers,
                            time_limit=args.time_limit or None, restart=args.restart, on_bad=args.on_bad_record)
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _score_on_ray(args, cfg: Config, out) -> int:
+    from phf.data.scoring import scoring_source, summary_path
+    from phf.engines.ray_scoring import score_corpus_ray
+    from phf.runfiles import write_json
+
+    result = score_corpus_ray(cfg.data, out, cfg.task.scorer, cfg.task.scorer_args,
+                              threshold=cfg.task.misalignment_thresholds(), time_limit=args.time_limit or None,
+                              source=scoring_source(cfg.data), resume=not args.restart,
+                              on_bad=args.on_bad_record, address=args.address,
+                              num_cpus=args.workers or cfg.data.num_workers,
+                              shard_bytes=int(args.shard_mb * (1 << 20)), actors=args.actors,
+                              gpus_per_actor=args.gpus_per_actor)
+    report = {"output": str(out), "engine": "ray", "shards": result.shards, "resumed_shards": result.resumed_shards,
+              **result.summary.to_dict(), "failures_file": str(result.failures_path),
+              "source_records_in": result.source.records_in, "source_read": result.source.read,
+              "source_skipped": result.source.skipped}
+    write_json(summary_path(out), report)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from phf.data.transforms import resolve_threshold
+    from phf.engines.ray_packing import list_scored_shards, pack_shards_ray
+    from phf.tokenizer import add_control_tokens, load_tokenizer
+    from phf.train import pack_spec
+
+    cfg = config_from(args.settings)
+    out = args.out or cfg.data.packed_path
+    if not out:
+        raise ConfigError("phf pack: give the output folder (-o DIR or data.packed_path=DIR)")
+    tokenizer_path = cfg.model.path or cfg.tokenizer.path
+    if not tokenizer_path:
+        raise ConfigError("phf pack needs a trained tokenizer: set tokenizer.path (or model.path)")
+    shards = list_scored_shards(args.input or cfg.data.scored_path)
+    tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
+    if cfg.objective.name == "conditional":
+        add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None)
+    threshold = resolve_threshold(cfg.objective, cfg.task, [str(s) for s in shards])  # over every shard
+    totals = pack_shards_ray(shards, tokenizer, pack_spec(cfg, tokenizer, threshold), out, address=args.address,
+                             num_cpus=args.workers, resume=not args.restart)
+    print(json.dumps({"output": str(out), "threshold": threshold, **totals}, indent=2))
+    print(f"train on it with: phf train ... data.packed_path={out}")
     return 0
 
 
@@ -158,7 +208,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 120; 0: none)")
     s.add_argument("--restart", action="store_true",
                    help="start over instead of continuing an existing output file")
+    s.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: a process pool on this machine (default); ray: shards on a Ray cluster, "
+                   "written as a folder of parquet shards (needs phf[ray])")
+    s.add_argument("--address", help="ray: the cluster to use (auto, or HOST:PORT of the head); default: start "
+                   "a local Ray instance for this run")
+    s.add_argument("--shard-mb", type=float, default=16, help="ray: size of a shard of files, in MB (default 16)")
+    s.add_argument("--actors", type=int, help="ray, model scorers: actors that each load the model "
+                   "(default: one per GPU, or one on a CPU-only cluster)")
+    s.add_argument("--gpus-per-actor", type=float, help="ray, model scorers: GPUs per actor, e.g. 0.25 for four "
+                   "actors per GPU (default: 1 when the cluster has GPUs, else 0)")
     s.set_defaults(fn=cmd_score)
+
+    pk = sub.add_parser("pack", help="tokenize and pack scored shards in parallel on Ray, for data.packed_path",
+                        description="Pack each scored shard (data.scored_path: a folder, a glob or a file) into "
+                        "its own folder of blocks with the run's tokenizer, objective and block size, on Ray. "
+                        "`phf train ... data.packed_path=OUT` then trains on them without packing.")
+    pk.add_argument("settings", nargs="*", help=SETTINGS_HELP)
+    pk.add_argument("-i", "--input", help="scored shards (default: data.scored_path)")
+    pk.add_argument("-o", "--out", help="output folder (default: data.packed_path)")
+    pk.add_argument("--address", help="the Ray cluster (auto, or HOST:PORT); default: a local Ray instance")
+    pk.add_argument("-j", "--workers", type=int, help="CPUs of the local Ray instance (default: all cores)")
+    pk.add_argument("--restart", action="store_true", help="pack every shard again")
+    pk.set_defaults(fn=cmd_pack)
 
     c = sub.add_parser("config", help="print the merged config: every key with its value and meaning",
                        description="Merge the given configs and overrides as `phf train` would, validate them, "

@@ -196,7 +196,9 @@ def check_paths(cfg: Config, training: bool = True) -> None:
     is the user's explicit request to use the network.
     """
     named = {"model.path": cfg.model.path, "tokenizer.path": cfg.tokenizer.path}
-    if training:
+    if training and cfg.data.packed_path:
+        named["data.packed_path"] = cfg.data.packed_path
+    elif training:
         scored = cfg.data.scored_path
         named["data.scored_path"] = scored if isinstance(scored, str) else None
     elif cfg.data.source in ("dir", "jsonl", "hf"):

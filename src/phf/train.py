@@ -23,6 +23,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from phf.config import Config, check_paths
+from phf.data.packed_shards import ShardedPackedDataset
 from phf.data.packing import PackedDataset, PackSpec, pack
 from phf.data.transforms import resolve_threshold
 from phf.evaluation.callback import add_eval_callback
@@ -212,7 +213,11 @@ def train(cfg: Config, resume: bool = False) -> Path:
     with main_process_first(args):
         if is_main:
             cfg.save(files.config)
-        if (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
+        if cfg.data.packed_path:  # packed by `phf pack`: its tokenizer made the blocks
+            tokenizer = load_tokenizer(str(Path(cfg.data.packed_path) / "tokenizer"))
+            if is_main:
+                save_tokenizer(tokenizer, tok_dir)
+        elif (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
             tokenizer = load_tokenizer(str(tok_dir))  # the one the packed blocks were made with
         else:
             tokenizer = prepare_tokenizer(cfg.model, cfg.tokenizer, cfg.data.scored_path)
@@ -221,8 +226,11 @@ def train(cfg: Config, resume: bool = False) -> Path:
         added = add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None) \
             if cfg.objective.name == "conditional" else 0
         threshold = resolve_threshold(cfg.objective, cfg.task, cfg.data.scored_path)
-        train_data = pack_for_run(pack_spec(cfg, tokenizer, threshold), tokenizer, cfg.data.scored_path,
-                                  files.data, may_pack=is_main)
+        spec = pack_spec(cfg, tokenizer, threshold)
+        if cfg.data.packed_path:  # every process reads the packed shards; none packs
+            train_data = ShardedPackedDataset(cfg.data.packed_path, "train", expected_spec=asdict(spec))
+        else:
+            train_data = pack_for_run(spec, tokenizer, cfg.data.scored_path, files.data, may_pack=is_main)
     if len(train_data) == 0:
         raise ValueError(f"no training blocks: the corpus at {cfg.data.scored_path} is smaller than one "
                          f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")

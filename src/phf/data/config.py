@@ -36,6 +36,9 @@ class DataConfig(Section):
     every objective)."""
     num_workers: int | None = Field(None, gt=0)
     """Scoring processes (null: all cores)."""
+    packed_path: str | None = None
+    """Blocks packed by `phf pack` (a folder of packed shards and their tokenizer):
+    training reads them and packs nothing."""
 
     def problems(self) -> list[str]:
         if self.source not in ("stdlib", "scored") and not self.path:

@@ -169,6 +169,10 @@ class ScoringFailure:
     detail: str
     meta: dict = field(default_factory=dict)
 
+    def to_json(self, index: int) -> dict:
+        """The failure as a line of the failures file; `index` is the document's position in the input."""
+        return {"index": index, "reason": self.reason, "detail": self.detail, "meta": self.meta}
+
 
 def _checked(text: str, result) -> tuple[list[str], list[float] | dict[str, list[float]]]:
     """A scorer's (segments, scores) for `text`, with scores as floats; ValueError saying
@@ -502,8 +506,7 @@ def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: 
                 for record in chunk:
                     if isinstance(record, ScoringFailure):
                         writer.flush()  # the output before the failure, so the two stay a prefix
-                        failed.write(json.dumps({"index": index, "reason": record.reason,
-                                                 "detail": record.detail, "meta": record.meta}) + "\n")
+                        failed.write(json.dumps(record.to_json(index)) + "\n")
                         failed.flush()
                         summary.fail(record.reason)
                         if summary.failed_documents <= LOG_FAILURES:
@@ -535,16 +538,21 @@ def score_dataset(data: DataConfig, task: TaskConfig, out: str | Path | None = N
     out = Path(out or data.scored_path)
     stats = SourceStats()
     docs = iter_documents(data, stats, on_bad=on_bad)
-    # a rerun of the same command continues the output; the source identifies "the same"
-    source = data.model_dump(exclude={"scored_path", "num_workers", "heldout_fraction"})
     summary = score_corpus(docs, str(out), task.scorer, task.scorer_args,
                            num_workers=num_workers or data.num_workers,
                            threshold=task.misalignment_thresholds(), time_limit=time_limit,
-                           resume=not restart, source=source)
+                           resume=not restart, source=scoring_source(data))
     report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
               "source_read": stats.read, "source_skipped": stats.skipped}
     write_json(summary_path(out), report)
     return report
+
+
+def scoring_source(data: DataConfig) -> dict:
+    """What identifies a corpus for resuming: a rerun with the same source continues the
+    output, one with another source is refused (the settings of where records go and of
+    how many processes score them do not count)."""
+    return data.model_dump(exclude={"scored_path", "num_workers", "heldout_fraction", "packed_path"})
 
 
 def summary_path(out: str | Path) -> Path:
