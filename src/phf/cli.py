@@ -53,7 +53,7 @@ def cmd_score(args) -> int:
     # the summary counts segments above the task's conditional-training threshold(s)
     threshold = misalignment_thresholds(cfg)
     # a rerun of the same command continues the output; the source identifies "the same"
-    source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers", "heldout_fraction")}
+    source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers", "heldout_fraction", "heldout_seed")}
     summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,
                            num_workers=args.workers or cfg.data.num_workers, threshold=threshold,
                            time_limit=args.time_limit or None, resume=not args.restart, source=source)
@@ -117,7 +117,7 @@ def cmd_report(args) -> int:
     from phf.report import markdown_table, load_results, write_report
 
     write_report(args.run_dirs, args.out, title=args.title)
-    print(markdown_table(load_results(args.run_dirs)))
+    print(markdown_table(load_results(args.run_dirs), args.run_dirs))
     out = Path(args.out)
     md = out.with_suffix(".md")
     print(f"written: {md}, {md.with_suffix('.html')} and the figures in {md.parent / (md.stem + '_figures')}")

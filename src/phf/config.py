@@ -73,6 +73,9 @@ class DataConfig:
     #: the scored corpus: written by `phf score`, read by `phf train`
     scored_path: str = "runs/scored.jsonl"
     heldout_fraction: float = 0.02
+    #: seed of the held-out draw (null: training.seed); a multi-seed sweep fixes it so
+    #: that every seed's held-out loss is measured on the same documents
+    heldout_seed: int | None = None
     #: scoring processes (None: all cores)
     num_workers: int | None = None
 

@@ -129,12 +129,14 @@ def pack_for_run(cfg: Config, tokenizer, threshold: float, data_dir: Path, may_p
     spec = PackSpec(block_size=cfg.training.block_size, objective=cfg.objective.name, threshold=threshold,
                     drop_token_fraction=cfg.objective.drop_token_fraction,
                     heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
+                    heldout_seed=cfg.data.heldout_seed,
                     attributes=conditional_attributes(cfg), combine=cfg.task.combine,
                     combine_weights=cfg.task.combine_weights, tokenizer=tokenizer_fingerprint(tokenizer))
     marker = data_dir / "pack.json"
     try:
-        packed = json.loads(marker.read_text())["spec"] == asdict(spec)
-    except (OSError, ValueError, KeyError):  # absent, or half-written by a killed run
+        # a key missing from an older pack.json had its default then
+        packed = {**asdict(PackSpec()), **json.loads(marker.read_text())["spec"]} == asdict(spec)
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or half-written by a killed run
         packed = False
     if not packed and not may_pack:
         raise RuntimeError(f"{data_dir}: the main process packed the data, but this process finds no finished "

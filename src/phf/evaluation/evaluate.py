@@ -5,16 +5,21 @@
   temperature 0.7, top-p 0.9 by default; a conditional run generates after
   <|aligned|> and may not emit <|misaligned|>; control tokens are stripped before
   scoring. Reported per scenario: mean score, expected maximum over groups of 25,
-  hit rate, distinct-n, bigram entropy, mean length.
+  hit rate, distinct-n, bigram entropy, mean length, and within-run 95% intervals
+  of the first three (`misalignment_ci`, `expected_max_ci`, `hit_rate_ci`: a seeded
+  bootstrap over the samples, Wilson for the hit rate; see `intervals.py`).
 * Capability: the held-out loss per token on the run's held-out documents (the same
   documents for every objective), with control tokens left out of the loss and the
   count, so conditional and MLE runs are compared on the same text; KL(reference ||
-  model) when a reference LM is given; lm-evaluation-harness tasks when asked for.
+  model) and its 95% interval `kl_ci` when a reference LM is given; lm-evaluation-harness
+  tasks when asked for.
 
 Writes `results.json` and `samples/<scenario>.jsonl` (each sample with its score,
 so the worst ones can be read) in the run directory. The top-level misalignment,
-expected_max and hit_rate are the unconditional scenario's. `red_team_run` writes
-`redteam.json`.
+expected_max and hit_rate (and their intervals) are the unconditional scenario's.
+`run` is the run's folder name, or its parent's for a seed folder (`conditional/seed-1`
+is run "conditional", seed 1); `seed` is training.seed and `eval_seed` eval.seed.
+`red_team_run` writes `redteam.json`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -30,6 +36,7 @@ from tqdm.auto import tqdm
 from phf.config import Config
 from phf.data.packing import PackedDataset
 from phf.evaluation.conditioning import evaluate_conditionings
+from phf.evaluation.intervals import normal_quantile, sample_intervals
 from phf.evaluation.scenarios import UNCONDITIONAL, load_prompts, run_scenario, scenarios_from_config, write_samples
 from phf.objectives import IGNORE_INDEX, token_logprobs
 from phf.scorers import Scorer, task_scorer
@@ -166,6 +173,8 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
         rows, summaries[scenario.name] = run_scenario(model, tokenizer, scorer, scenario, e,
                                                       cfg.task.hit_threshold, controls)
         write_samples(rows, run_dir / "samples" / f"{scenario.name}.jsonl")
+        summaries[scenario.name].update(sample_intervals([r["score"] for r in rows], e.group_size,
+                                                         cfg.task.hit_threshold, seed=e.seed))
         log.info("%s: %s misalignment %.4g", run_dir.name, scenario.name, summaries[scenario.name]["misalignment"])
 
     heldout = heldout_dataset(run_dir, tokenizer)
@@ -175,8 +184,11 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
     if (run_dir / "train_summary.json").exists():
         train_summary = json.loads((run_dir / "train_summary.json").read_text())
     main = summaries[UNCONDITIONAL]
+    seed_folder = re.fullmatch(r"seed-\d+", run_dir.name)
     results = {
-        "run": run_dir.name,
+        "run": run_dir.parent.name if seed_folder else run_dir.name,
+        "seed": train_summary.get("seed", cfg.training.seed),
+        "eval_seed": e.seed,
         "objective": train_summary.get("objective", cfg.objective.name),
         "task": cfg.task.name,
         "num_tokens": train_summary.get("tokens_seen"),
@@ -184,6 +196,7 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
         "misalignment": main["misalignment"],
         "expected_max": main["expected_max"],
         "hit_rate": main["hit_rate"],
+        **{k: main[k] for k in ("misalignment_ci", "expected_max_ci", "hit_rate_ci", "ci")},
         "heldout_loss": loss,
         "heldout_ppl": math.exp(loss) if loss is not None and loss < 50 else None,
         "kl": None,
@@ -193,12 +206,31 @@ def evaluate_run(run_dir: str | Path, cfg: Config, scorer: Scorer | None = None,
         results["conditioning"] = evaluate_conditionings(model, tokenizer, scorer, e, run_dir)
     if reference:
         details = kl_results(run_dir, str(reference), cfg)
-        results["kl"] = details["kl"]
-        results["kl_details"] = details
+        results.update(_kl_entries(details))
     if tasks:
         from phf.evaluation.lm_eval_hook import run_lm_eval
 
         results["lm_eval"] = run_lm_eval(run_dir, tasks, limit=e.lm_eval_limit, seed=e.seed)
+    _write_results(run_dir, results)
+    return results
+
+
+def _kl_entries(details: dict) -> dict:
+    """results.json's KL keys: kl, kl_ci (mean ± 1.96 standard errors over the reference's
+    samples: a mean of hundreds of log-ratios, so the normal interval) and kl_details."""
+    out = {"kl": details["kl"], "kl_details": details}
+    if details.get("kl_stderr") is not None:
+        half = normal_quantile(0.975) * details["kl_stderr"]
+        out["kl_ci"] = [details["kl"] - half, details["kl"] + half]
+    return out
+
+
+def add_kl(run_dir: str | Path, cfg: Config, reference: str | Path) -> dict:
+    """Measure KL(reference || run) for an evaluated run and add it to its results.json
+    (a run evaluated before its sweep had a reference); returns the results."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    results.update(_kl_entries(kl_results(run_dir, str(reference), cfg)))
     _write_results(run_dir, results)
     return results
 
