@@ -114,3 +114,23 @@ def test_seeds_share_heldout_documents_and_a_one_seed_sweep_is_taken_over(tmp_pa
 
     monkeypatch.setattr(phf.train, "train", lambda *a, **k: pytest.fail("finished (run, seed) pairs are skipped"))
     run_sweep("pep8", tmp_path, objectives=objectives, finetune="conditional", overrides=TINY, seeds=[42, 7])
+
+
+def test_cli_seeds_count_starts_at_the_configured_seed(tmp_path):
+    from phf.cli import _sweep_seeds, build_parser
+
+    args = build_parser().parse_args(["sweep", "--seeds", "3", "--out", str(tmp_path), "training.seed=5"])
+    assert _sweep_seeds(args, args.task) == [5, 6, 7]
+    args = build_parser().parse_args(["demo", "--seeds", "1,2"])
+    assert _sweep_seeds(args, args.task) == [1, 2]
+    assert _sweep_seeds(build_parser().parse_args(["sweep"]), "pep8") is None
+
+
+def test_phf_sweep_samples_more_than_the_demo(tmp_path):
+    from phf.sweep import SWEEP_CONFIGS, SweepRun, run_config
+
+    mle = SweepRun("mle", "mle")
+    assert run_config("pep8", tmp_path, mle).eval.num_samples == 250
+    assert run_config("pep8", tmp_path, mle, extra_configs=SWEEP_CONFIGS).eval.num_samples == 1000
+    # overrides still win
+    assert run_config("pep8", tmp_path, mle, ["eval.num_samples=64"], extra_configs=SWEEP_CONFIGS).eval.num_samples == 64

@@ -37,6 +37,8 @@ from phf.config import CONFIG_DIR, Config, load_config, misalignment_thresholds
 log = logging.getLogger(__name__)
 
 DEMO_OBJECTIVES = ("mle", "filtering", "conditional")
+#: configs `phf sweep` applies on top of its scale (the number of evaluation samples; see the file)
+SWEEP_CONFIGS = ("scales/sweep",)
 ALL_OBJECTIVES = ("mle", "filtering", "conditional", "unlikelihood", "rwr", "awr")
 
 
@@ -157,13 +159,15 @@ class _Timer:
 
 
 def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (), model: str = "tiny",
-               scale: str | None = "demo", run_dir: Path | None = None, start_dir: Path | None = None) -> Config:
-    """The config of one run: task, objective, model and scale configs, the sweep's and the
-    run's overrides, then its folder (default `out_dir/<name>`), budget share and start
-    (`start_dir`, default `out_dir/<start_from>`)."""
+               scale: str | None = "demo", run_dir: Path | None = None, start_dir: Path | None = None,
+               extra_configs: tuple[str, ...] = ()) -> Config:
+    """The config of one run: task, objective, model, scale and `extra_configs` files, the
+    sweep's and the run's overrides, then its folder (default `out_dir/<name>`), budget
+    share and start (`start_dir`, default `out_dir/<start_from>`)."""
     files = [task_config(task, scale), objective_config(run.objective, task), f"models/{model}"]
     overrides = [*overrides, *run.overrides]
-    base = load_config(files + ([scale] if scale else []), overrides)
+    files += ([scale] if scale else []) + list(extra_configs)
+    base = load_config(files, overrides)
     extra = [f"data.scored_path={out_dir / 'scored.jsonl'}",
              f"training.output_dir={run_dir or out_dir / run.name}",
              f"training.num_tokens={max(1, int(base.training.num_tokens * run.budget_fraction))}"]
@@ -171,16 +175,18 @@ def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (
         extra.append(f"model.path={start_dir or out_dir / run.start_from}")
     else:
         extra.append(f"tokenizer.path={out_dir / 'tokenizer'}")
-    return load_config(files + ([scale] if scale else []), [*overrides, *extra])
+    return load_config(files, [*overrides, *extra])
 
 
 def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=DEMO_OBJECTIVES,
               finetune: str | None = None, overrides: list[str] = (), model: str = "tiny",
-              scale: str | None = "demo", title: str | None = None, seeds: list[int] | None = None) -> str:
+              scale: str | None = "demo", title: str | None = None, seeds: list[int] | None = None,
+              extra_configs: tuple[str, ...] = ()) -> str:
     """Run (or continue) a sweep in `out_dir` and write its report; returns the report.
 
     `seeds`: train and evaluate every run once per seed (see the module docstring);
     None: once, at the configured training.seed and eval.seed, in `out_dir/<run>`.
+    `extra_configs`: config files applied after the scale (`phf sweep`: SWEEP_CONFIGS).
     """
     from phf.data.records import read_scored
     from phf.data.scoring import SIDECARS, score_corpus, sidecar
@@ -195,7 +201,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     timer = _Timer(out_dir / "timings.json")
     t_start = time.time()
     runs = plan(tuple(objectives), finetune)
-    base = run_config(task, out_dir, runs[0], overrides, model, scale)
+    base = run_config(task, out_dir, runs[0], overrides, model, scale, extra_configs=extra_configs)
     attributes = list(base.task.attributes)
     if len(attributes) > 1 and "conditional" in objectives:
         # next to conditional training on every attribute: one run per single attribute
@@ -239,7 +245,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
             run_dir = dirs[run.name]
             extra = [*seed_overrides] + ([f"eval.kl_reference={reference}"] if reference else [])
             cfg = run_config(task, out_dir, run, [*overrides, *extra], model, scale, run_dir=run_dir,
-                             start_dir=dirs.get(run.start_from))
+                             start_dir=dirs.get(run.start_from), extra_configs=extra_configs)
             stage = run.name if one_seed else f"{run.name}/seed-{seed}"
             report_dirs.append(run_dir)
             labels.append(run.name if one_seed else f"{run.name} (seed {seed})")
