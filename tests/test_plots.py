@@ -77,7 +77,7 @@ def test_pareto_plot_draws_each_interval_as_an_error_bar(tmp_path, monkeypatch):
         warnings.simplefilter("error")  # all bounds > 0: log axes, no warning
         _png_ok(pareto_plot(points, "kl", "misalignment", tmp_path / "bars.png"))
     assert len(calls) == 3
-    x, y, k = calls[1]  # cond: kl 11 in [10, 13], misalignment 0.002 in [0.0016, 0.003]
+    _, _, k = calls[1]  # cond: kl 11 in [10, 13], misalignment 0.002 in [0.0016, 0.003]
     assert [e[0] for e in k["xerr"]] == pytest.approx([1.0, 2.0])
     assert [e[0] for e in k["yerr"]] == pytest.approx([0.0004, 0.001])
     assert _error({"kl": 1.0}, "kl") is None

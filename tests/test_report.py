@@ -210,3 +210,13 @@ def test_one_seed_shows_the_within_run_interval_and_no_finding(runs, tmp_path):
     md = write_report(runs, tmp_path / "report.md")
     assert "| conditional | conditional | 1,000 | 1 | 0.00400 [0.00300, 0.00520] |" in md
     assert "undecided (fewer than 2 seeds)" in md and "cannot be told from seed-to-seed noise" in md
+
+
+def test_seed_curves_are_averaged_at_each_point():
+    from phf.report import _mean_curve
+
+    a = [{"tokens_seen": 0, "eval/misalignment": 0.2}, {"tokens_seen": 10, "eval/misalignment": 0.1}, {"loss": 1.0}]
+    b = [{"tokens_seen": 0, "eval/misalignment": 0.4}, {"tokens_seen": 10, "eval/heldout_loss": 3.0}]
+    assert _mean_curve([a, b], ["eval/misalignment", "eval/heldout_loss"]) == [
+        {"tokens_seen": 0, "eval/misalignment": pytest.approx(0.3)},
+        {"tokens_seen": 10, "eval/misalignment": 0.1, "eval/heldout_loss": 3.0}]

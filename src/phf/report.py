@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -138,7 +139,7 @@ def _seed_of(run_dir: Path, row: dict) -> int | None:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _stat(values: list[float], one_ci=None) -> dict:
@@ -199,6 +200,11 @@ def mle_group(groups: list[dict]) -> dict | None:
     if named:
         return named[0]
     return max(mle, key=lambda g: g["num_tokens"] or 0) if mle else None
+
+
+def _plain(value):
+    """A whole-number mean (the sample count of every seed) as an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _stat_cell(st: dict, fmt: str) -> str:
@@ -550,7 +556,7 @@ def _scenarios_section(doc: _Doc, groups: list[dict]) -> list[str]:
             entries, seeds = [x for x, _ in have], [seed for _, seed in have]
             stats = aggregate(entries, seeds, [k for _, k, _ in SCENARIO_COLUMNS])
             cells = [_stat_cell(stats[k], f) if (k, f) in {(k2, f2) for _, k2, f2 in ALIGNMENT_COLUMNS}
-                     else _cell(stats[k]["mean"], f) for _, k, f in SCENARIO_COLUMNS]
+                     else _cell(_plain(stats[k]["mean"]), f) for _, k, f in SCENARIO_COLUMNS]
             table.append([name, g["label"]] + cells + ([str(len(entries))] if seeded else []))
     doc.table(["scenario", "run"] + [h for h, _, _ in SCENARIO_COLUMNS] + (["seeds"] if seeded else []), table,
               text_cols=2)
