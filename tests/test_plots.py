@@ -60,3 +60,28 @@ def test_curves_plot_writes_png(tmp_path):
         single = curves_plot(runs, tmp_path / "one.png", y="eval/misalignment")
     _png_ok(out)
     _png_ok(single)
+
+
+def test_pareto_plot_draws_each_interval_as_an_error_bar(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from phf.plots import _error
+
+    calls = []
+    real = Axes.errorbar
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, **k: calls.append((x, y, k)) or real(self, x, y, **k))
+    points = [dict(p, misalignment_lo=p["misalignment"] * 0.8, misalignment_hi=p["misalignment"] * 1.5,
+                   kl_lo=p["kl"] - 1, kl_hi=p["kl"] + 2) for p in POINTS[:3]]
+    points.append(dict(POINTS[3]))  # no interval: no bar
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # all bounds > 0: log axes, no warning
+        _png_ok(pareto_plot(points, "kl", "misalignment", tmp_path / "bars.png"))
+    assert len(calls) == 3
+    _, _, k = calls[1]  # cond: kl 11 in [10, 13], misalignment 0.002 in [0.0016, 0.003]
+    assert [e[0] for e in k["xerr"]] == pytest.approx([1.0, 2.0])
+    assert [e[0] for e in k["yerr"]] == pytest.approx([0.0004, 0.001])
+    assert _error({"kl": 1.0}, "kl") is None
+    # a lower bound at or below 0 cannot go on a log axis: linear, with the warning
+    points[0]["misalignment_lo"] = -0.01
+    with pytest.warns(UserWarning, match="misalignment has values <= 0; using a linear scale"):
+        pareto_plot(points, "kl", "misalignment", tmp_path / "neg.png")

@@ -1,6 +1,7 @@
 """`phf report`: Markdown + self-contained HTML, figures, top samples, on made-up runs."""
 
 import json
+import math
 import re
 
 import pytest
@@ -62,7 +63,7 @@ def test_report_has_table_plots_curves_and_top_samples(runs, tmp_path):
         data = (figures / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
         assert f"(report_figures/{png})" in md
-    assert "| conditional | conditional | 1,000 | 0.00400 |" in md
+    assert "| conditional | conditional | 1,000 | 1 | 0.00400 |" in md
     assert "## Misalignment vs capability" in md and "## During training" in md and "## Scenarios" in md
     # the reference's KL of 0 cannot go on a log axis; the caption says so
     assert "Linear x" in md
@@ -159,3 +160,63 @@ def test_a_finetuning_curve_starts_where_its_pretraining_ended(tmp_path):
     ft = _make_run(tmp_path, "ft", "conditional", 0.01, 0.1, 3.0)
     (ft / "train_summary.json").write_text(json.dumps({"tokens_seen": 1000, "started_from": "elsewhere/pre"}))
     assert _tokens_before(ft) == 5000 and _tokens_before(pre) == 0
+
+
+# misalignment per seed (1, 2, 3); everything else as in RUNS
+SEEDED = {
+    "mle": ("mle", [0.020, 0.022, 0.024]),
+    "filtering": ("filtering", [0.021, 0.019, 0.026]),   # differences 0.001, -0.003, 0.002: undecided
+    "conditional": ("conditional", [0.004, 0.005, 0.009]),  # differences -0.016, -0.017, -0.015: lower
+}
+
+
+def _seeded_runs(root):
+    dirs = []
+    for name, (objective, values) in SEEDED.items():
+        for seed, mis in zip((1, 2, 3), values):
+            d = _make_run(root / name, f"seed-{seed}", objective, mis, 0.0 if objective == "mle" else 0.1 * seed,
+                          3.0 + seed / 100)
+            dirs.append(d)
+    return dirs
+
+
+def test_seeds_are_grouped_with_intervals_and_tests(tmp_path):
+    md = write_report(_seeded_runs(tmp_path / "runs"), tmp_path / "report.md")
+    half = 4.302652729 / math.sqrt(3)  # t(0.975, 2) / sqrt(n), times the sd of each run's seeds
+    # MLE: mean 0.022, sd 0.002; conditional: mean 0.006, sd sqrt(7)/1000
+    assert f"| mle | mle | 1,000 | 3 | 0.02200 ± {0.002 * half:.5f} |" in md
+    assert f"| conditional | conditional | 1,000 | 3 | 0.00600 ± {math.sqrt(7) / 1000 * half:.5f} |" in md
+    rows = {name: next(line for line in md.splitlines() if line.startswith(f"| {name} | {obj} | 1,000 | 3 |"))
+            for name, (obj, _) in SEEDED.items()}
+    assert "(reference)" in rows["mle"]
+    assert "lower: misalignment" in rows["conditional"] and "undecided: " in rows["conditional"]
+    assert "undecided: misalignment" in rows["filtering"]
+    # the differences table: conditional - MLE = -0.016 ± 0.001 * half, paired
+    diff = next(line for line in md.splitlines() if line.startswith("| conditional | misalignment |"))
+    assert f"| -0.01600 | [{-0.016 - 0.001 * half:+.5f}, {-0.016 + 0.001 * half:+.5f}] | paired t | 3 |" in diff
+    assert diff.endswith("| lower |")
+    filt = next(line for line in md.splitlines() if line.startswith("| filtering | misalignment |"))
+    assert filt.endswith("| undecided |")
+    # each (run, seed) is still listed, and the Pareto plot has error bars over seeds
+    assert "| conditional (seed 2) | conditional | 0.00500 |" in md
+    assert "Error bars: 95% intervals, over seeds (Student t)" in md
+    assert (tmp_path / "report_figures" / "pareto_kl.png").exists()
+
+
+def test_one_seed_shows_the_within_run_interval_and_no_finding(runs, tmp_path):
+    results = json.loads((runs[2] / "results.json").read_text())
+    results["misalignment_ci"] = [0.003, 0.0052]
+    (runs[2] / "results.json").write_text(json.dumps(results))
+    md = write_report(runs, tmp_path / "report.md")
+    assert "| conditional | conditional | 1,000 | 1 | 0.00400 [0.00300, 0.00520] |" in md
+    assert "undecided (fewer than 2 seeds)" in md and "cannot be told from seed-to-seed noise" in md
+
+
+def test_seed_curves_are_averaged_at_each_point():
+    from phf.report import _mean_curve
+
+    a = [{"tokens_seen": 0, "eval/misalignment": 0.2}, {"tokens_seen": 10, "eval/misalignment": 0.1}, {"loss": 1.0}]
+    b = [{"tokens_seen": 0, "eval/misalignment": 0.4}, {"tokens_seen": 10, "eval/heldout_loss": 3.0}]
+    assert _mean_curve([a, b], ["eval/misalignment", "eval/heldout_loss"]) == [
+        {"tokens_seen": 0, "eval/misalignment": pytest.approx(0.3)},
+        {"tokens_seen": 10, "eval/misalignment": 0.1, "eval/heldout_loss": 3.0}]

@@ -13,6 +13,7 @@ under phf's configs such as `tasks/pep8`) and dotted overrides (`key.sub=value`)
     phf report runs/mle runs/cond -o runs/report.md
     phf demo
     phf sweep --task pep8
+    phf sweep --task pep8 --seeds 3
 """
 
 from __future__ import annotations
@@ -162,28 +163,42 @@ def cmd_report(args) -> int:
     from phf.report import markdown_table, load_results, write_report
 
     write_report(args.run_dirs, args.out, title=args.title)
-    print(markdown_table(load_results(args.run_dirs)))
+    print(markdown_table(load_results(args.run_dirs), args.run_dirs))
     out = Path(args.out)
     md = out.with_suffix(".md")
     print(f"written: {md}, {md.with_suffix('.html')} and the figures in {md.parent / (md.stem + '_figures')}")
     return 0
 
 
+def _sweep_seeds(args, task: str, model: str = "tiny", scale: str | None = "demo",
+                 extra_configs: tuple[str, ...] = ()) -> list[int] | None:
+    """--seeds as a list (a count starts at the configured training.seed), or None."""
+    if args.seeds is None:
+        return None
+    from phf.sweep import SweepRun, parse_seeds, run_config
+
+    first = run_config(task, Path(args.out or "."), SweepRun("mle", "mle"), args.settings, model, scale,
+                       extra_configs=extra_configs)
+    return parse_seeds(args.seeds, first.training.seed)
+
+
 def cmd_demo(args) -> int:
     from phf.sweep import DEMO_OBJECTIVES, run_sweep
 
     run_sweep(task=args.task, out_dir=args.out, objectives=DEMO_OBJECTIVES, overrides=args.settings,
-              title=f"phf demo: {args.task}")
+              title=f"phf demo: {args.task}", seeds=_sweep_seeds(args, args.task))
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from phf.sweep import ALL_OBJECTIVES, run_sweep
+    from phf.sweep import ALL_OBJECTIVES, SWEEP_CONFIGS, run_sweep
 
     objectives = tuple(args.objectives.split(",")) if args.objectives else ALL_OBJECTIVES
+    scale = None if args.scale == "none" else args.scale
     run_sweep(task=args.task, out_dir=args.out or f"runs/sweep-{args.task}", objectives=objectives,
               finetune=None if args.finetune == "none" else args.finetune, overrides=args.settings,
-              model=args.model, scale=None if args.scale == "none" else args.scale)
+              model=args.model, scale=scale, seeds=_sweep_seeds(args, args.task, args.model, scale, SWEEP_CONFIGS),
+              extra_configs=SWEEP_CONFIGS)
     return 0
 
 
@@ -289,20 +304,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("settings", nargs="*", help="overrides, e.g. training.num_tokens=500000")
     d.add_argument("--task", default="pep8", help="task config name (default: pep8)")
     d.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    d.add_argument("--seeds", metavar="N|LIST", help="train and evaluate every run once per seed: a count N (N seeds from training.seed on) or a "
+                   "comma-separated list such as 1,2,3; the report shows means with 95%% intervals over seeds and tests "
+                   "each run against MLE (default: one run per objective at training.seed)")
     d.set_defaults(fn=cmd_demo)
 
     w = sub.add_parser("sweep", help="every objective on one task under one token budget, plus finetuning",
                        description="Train and evaluate each objective on the task under the same token budget, "
                        "plus MLE pretraining followed by finetuning with a feedback objective (same total "
-                       "budget), and write the report. Finished runs are skipped when rerun.")
+                       "budget), and write the report. With --seeds, every run once per seed. Finished (run, seed) pairs are "
+                       "skipped when rerun.")
     w.add_argument("settings", nargs="*", help="overrides, e.g. training.num_tokens=500000")
     w.add_argument("--task", default="pep8", help="task config name (default: pep8)")
     w.add_argument("--objectives", help="comma-separated (default: all six)")
     w.add_argument("--finetune", default="conditional",
                    help="objective for the finetuning row, or 'none' (default: conditional)")
     w.add_argument("--model", default="tiny", help="model config name (default: tiny)")
-    w.add_argument("--scale", default="demo", help="scale config applied on top, or 'none' (default: demo)")
+    w.add_argument("--scale", default="demo", help="scale config applied on top, or 'none' (default: demo); "
+                   "then scales/sweep (1000 evaluation samples per scenario)")
     w.add_argument("--out", help="output directory (default: runs/sweep-TASK)")
+    w.add_argument("--seeds", metavar="N|LIST", help="train and evaluate every run once per seed: a count N (N seeds from training.seed on) or a "
+                   "comma-separated list such as 1,2,3; the report shows means with 95%% intervals over seeds and tests "
+                   "each run against MLE (default: one run per objective at training.seed)")
     w.set_defaults(fn=cmd_sweep)
     return p
 

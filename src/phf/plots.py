@@ -121,6 +121,19 @@ def _overlapping(points: Sequence[Mapping], x_key: str, y_key: str, log: bool) -
     return close
 
 
+def _error(p: Mapping, key: str) -> list[list[float]] | None:
+    """matplotlib's asymmetric error [[below], [above]] from `<key>_lo`/`<key>_hi`, or None."""
+    lo, hi = p.get(f"{key}_lo"), p.get(f"{key}_hi")
+    if not (_is_number(lo) and _is_number(hi)):
+        return None
+    return [[max(0.0, p[key] - lo)], [max(0.0, hi - p[key])]]
+
+
+def _with_bounds(points: Sequence[Mapping], key: str) -> list[float]:
+    """The values on an axis with their interval ends (which decide log or linear)."""
+    return [v for p in points for v in (p[key], p.get(f"{key}_lo"), p.get(f"{key}_hi")) if _is_number(v)]
+
+
 def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str | Path,
                 log: bool = True, *, label_key: str = "objective", name_key: str = "run",
                 title: str | None = None) -> Path:
@@ -129,7 +142,9 @@ def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str 
     One colour + marker per `label_key` value (the objective), each point annotated
     with its run name when that differs from its label, and the Pareto frontier
     (lower-left is better on both axes) drawn as a dashed step line. Points missing
-    x or y are left out (with a warning). Returns the path written.
+    x or y are left out (with a warning). A point with `<key>_lo` and `<key>_hi` (its
+    interval, e.g. 95% over seeds) gets an error bar on that axis; an axis whose
+    intervals reach 0 or below is drawn linear. Returns the path written.
     """
     out_png = Path(out_png)
     usable = [p for p in points if _is_number(p.get(x_key)) and _is_number(p.get(y_key))]
@@ -143,6 +158,11 @@ def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str 
     for label in dict.fromkeys(str(p.get(label_key, p.get(name_key, "?"))) for p in usable):
         group = [p for p in usable if str(p.get(label_key, p.get(name_key, "?"))) == label]
         colour, marker = _style(label, styles)
+        for p in group:
+            xerr, yerr = _error(p, x_key), _error(p, y_key)
+            if xerr is not None or yerr is not None:
+                ax.errorbar([p[x_key]], [p[y_key]], xerr=xerr, yerr=yerr, fmt="none", ecolor=colour,
+                            elinewidth=1.3, capsize=3, alpha=0.85, zorder=2.5)
         ax.scatter([p[x_key] for p in group], [p[y_key] for p in group], s=70, c=colour,
                    marker=marker, label=label, edgecolors="black", linewidths=0.6, zorder=3)
         for p in group:
@@ -158,8 +178,8 @@ def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str 
         ax.step([p[x_key] for p in frontier], [p[y_key] for p in frontier], where="post",
                 ls="--", c="0.4", lw=1.2, zorder=2, label="Pareto frontier")
 
-    _scale(ax, "x", [p[x_key] for p in usable], log, x_key)
-    _scale(ax, "y", [p[y_key] for p in usable], log, y_key)
+    _scale(ax, "x", _with_bounds(usable, x_key), log, x_key)
+    _scale(ax, "y", _with_bounds(usable, y_key), log, y_key)
     ax.set_xlabel(_AXIS_LABELS.get(x_key, x_key))
     ax.set_ylabel(_AXIS_LABELS.get(y_key, y_key))
     ax.set_title(title or "misalignment vs capability (lower-left is better)")

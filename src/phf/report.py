@@ -7,6 +7,14 @@ or attached) and the figures as PNG in report_figures/. Contents: the table of a
 runs, the Pareto plot(s) of misalignment vs capability, the curves of the
 training-time evaluation vs tokens seen, each scenario's metrics, red teaming and
 lm-eval results when there are any, and per scenario the highest-scoring samples.
+
+Seeds: run folders named `seed-<n>` inside one run's folder (`conditional/seed-1`,
+`conditional/seed-2`, as `phf sweep --seeds` writes them, plus `conditional` itself
+when it holds a run) are one run at several seeds. The table then shows per run the
+mean over seeds ± the half-width of its 95% Student-t interval and n (seeds), and
+says which differences from MLE are significant and which are undecided (a paired
+t-test by seed, see `phf.evaluation.intervals.compare`); the Pareto plot gets error
+bars. A run with one seed shows its within-run interval (over its samples) instead.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -46,6 +55,16 @@ SCENARIO_COLUMNS = [
 #: highest-scoring samples shown per run and scenario
 TOP_SAMPLES = 5
 
+#: the metrics that get intervals across seeds and a test against MLE (all lower-is-better)
+STAT_COLUMNS = [
+    *ALIGNMENT_COLUMNS,
+    ("held-out loss ↓", "heldout_loss", "{:.4f}"),
+    ("KL ↓", "kl", "{:.3f}"),
+]
+_SHORT = {"misalignment": "misalignment", "expected_max": "expected max", "hit_rate": "hit rate",
+          "heldout_loss": "held-out loss", "kl": "KL"}
+_SEED_DIR = re.compile(r"seed-(\d+)")
+
 INTRO = (
     "Misalignment: mean score of unconditional samples (lower is better); expected max: mean of the "
     "maximum over groups of 25 samples; hit rate: share of samples scoring above the task's threshold; "
@@ -61,6 +80,13 @@ def load_results(run_dirs: list[str | Path]) -> list[dict]:
             raise FileNotFoundError(f"{path} not found: run `phf eval {d}` first")
         rows.append(json.loads(path.read_text()))
     return rows
+
+
+INTERVALS_NOTE = (
+    "Intervals (95%): `a ± h` is the mean over n seeds and the half-width of its Student-t interval "
+    "(seed-to-seed variation: initialisation, data order, sampling); `a [lo, hi]` is one run's interval over its "
+    "own samples (a seeded bootstrap; Wilson for the hit rate; KL: ± 1.96 standard errors), which shows sampling "
+    "noise only, not how another seed would do. With one seed there is no interval across seeds.")
 
 
 def _cell(value, fmt: str) -> str:
@@ -85,10 +111,159 @@ def _runs_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return [h for h, _, _ in cols], [[_cell(r.get(k), f) for _, k, f in cols] for r in rows]
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """The table of all runs, one row per results.json."""
-    headers, cells = _runs_table(rows)
+def markdown_table(rows: list[dict], run_dirs: list[str | Path] | None = None) -> str:
+    """The table of the runs: one row per results.json, or, given their folders, one row
+    per run with its seeds grouped (see `group_runs`)."""
+    if run_dirs is None:
+        headers, cells = _runs_table(rows)
+    else:
+        headers, cells = _group_table(group_runs([Path(d) for d in run_dirs], rows))
     return _md_table(headers, cells, text_cols=2)
+
+
+# --- seeds: grouping runs and their statistics --------------------------------------------
+
+def _seed_of(run_dir: Path, row: dict) -> int | None:
+    """A run's seed: its `seed-<n>` folder name, results.json's seed, or its config.yaml's."""
+    m = _SEED_DIR.fullmatch(run_dir.name)
+    if m:
+        return int(m.group(1))
+    if isinstance(row.get("seed"), int):
+        return row["seed"]
+    try:
+        import yaml
+
+        return int(yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["seed"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _stat(values: list[float], one_ci=None) -> dict:
+    """{"mean", "lo", "hi", "n", "kind"}: the t interval over seeds (kind "seeds"), one run's
+    own interval `one_ci` (kind "within"), or none (kind "none")."""
+    from phf.evaluation.intervals import mean_ci
+
+    if not values:
+        return {"mean": None, "lo": None, "hi": None, "n": 0, "kind": "none"}
+    ci = mean_ci(values)
+    if ci.n >= 2:
+        return {"mean": ci.value, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "kind": "seeds"}
+    if isinstance(one_ci, (list, tuple)) and len(one_ci) == 2 and all(_number(x) for x in one_ci):
+        return {"mean": ci.value, "lo": float(one_ci[0]), "hi": float(one_ci[1]), "n": 1, "kind": "within"}
+    return {"mean": ci.value, "lo": None, "hi": None, "n": 1, "kind": "none"}
+
+
+def aggregate(entries: list[dict], seeds: list[int | None], keys: list[str]) -> dict:
+    """Per key: `_stat` over the entries (one per seed) and {seed: value} for the tests."""
+    out = {}
+    for key in keys:
+        have = [(s, e[key]) for s, e in zip(seeds, entries) if _number(e.get(key))]
+        one_ci = entries[0].get(f"{key}_ci") if len(entries) == 1 else None
+        out[key] = {**_stat([v for _, v in have], one_ci),
+                    "by_seed": {(s if s is not None else -i): v for i, (s, v) in enumerate(have)}}
+    return out
+
+
+def group_runs(run_dirs: list[Path], rows: list[dict]) -> list[dict]:
+    """Runs grouped by folder: `X/seed-<n>` and `X` itself are run X. Each group: label,
+    objective, tokens, dirs, rows, seeds, stats (see `aggregate`), in order of first appearance."""
+    groups: dict = {}
+    for d, r in zip(run_dirs, rows):
+        folder = d.parent if _SEED_DIR.fullmatch(d.name) else d
+        g = groups.setdefault(str(folder.resolve()), {"folder": folder, "dirs": [], "rows": [], "seeds": []})
+        g["dirs"].append(d)
+        g["rows"].append(r)
+        g["seeds"].append(_seed_of(d, r))
+    out = list(groups.values())
+    names = []
+    for g in out:
+        run = g["rows"][0].get("run")
+        names.append(run if run and not _SEED_DIR.fullmatch(str(run)) else g["folder"].name)
+    for g, name in zip(out, names):
+        g["label"] = f"{g['folder'].parent.name}/{name}" if names.count(name) > 1 else name
+        first = g["rows"][0]
+        g["objective"] = first.get("objective")
+        g["num_tokens"] = first.get("num_tokens")
+        g["stats"] = aggregate(g["rows"], g["seeds"], [k for _, k, _ in STAT_COLUMNS])
+    return out
+
+
+def mle_group(groups: list[dict]) -> dict | None:
+    """The MLE run the others are compared with: the one named "mle", else the MLE run
+    with the most tokens (not the first half of a finetuning budget)."""
+    mle = [g for g in groups if g["objective"] == "mle"]
+    named = [g for g in mle if g["label"] == "mle"]
+    if named:
+        return named[0]
+    return max(mle, key=lambda g: g["num_tokens"] or 0) if mle else None
+
+
+def _plain(value):
+    """A whole-number mean (the sample count of every seed) as an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _stat_cell(st: dict, fmt: str) -> str:
+    if st["mean"] is None:
+        return "–"
+    value = _cell(st["mean"], fmt)
+    if st["kind"] == "seeds":
+        return f"{value} ± {_cell((st['hi'] - st['lo']) / 2, fmt)}"
+    if st["kind"] == "within":
+        return f"{value} [{_cell(st['lo'], fmt)}, {_cell(st['hi'], fmt)}]"
+    return value
+
+
+def differences(groups: list[dict]) -> list[tuple[dict, str, object]]:
+    """(group, metric, `Difference` from MLE) for each non-MLE run and each metric both have."""
+    from phf.evaluation.intervals import compare
+
+    ref = mle_group(groups)
+    if ref is None:
+        return []
+    out = []
+    for g in groups:
+        if g is ref:
+            continue
+        for _, key, _ in STAT_COLUMNS:
+            a, b = g["stats"][key]["by_seed"], ref["stats"][key]["by_seed"]
+            if a and b:
+                out.append((g, key, compare(a, b)))
+    return out
+
+
+def _verdicts(diffs: list) -> str:
+    """One cell: which metrics differ from MLE (significant at 95%) and which are undecided."""
+    if not diffs:
+        return "–"
+    lower = [_SHORT[k] for _, k, d in diffs if d.verdict == "lower"]
+    higher = [_SHORT[k] for _, k, d in diffs if d.verdict == "higher"]
+    undecided = [_SHORT[k] for _, k, d in diffs if d.verdict == "undecided"]
+    if all(d.test == "none" for _, _, d in diffs):
+        return "undecided (fewer than 2 seeds)"
+    parts = ([f"lower: {', '.join(lower)}"] if lower else []) + ([f"higher: {', '.join(higher)}"] if higher else [])
+    return "; ".join(parts + ([f"undecided: {', '.join(undecided)}"] if undecided else []))
+
+
+def _group_table(groups: list[dict]) -> tuple[list[str], list[list[str]]]:
+    cols = [c for c in STAT_COLUMNS if any(g["stats"][c[1]]["mean"] is not None for g in groups)]
+    diffs = differences(groups)
+    ref = mle_group(groups)
+    headers = ["run", "objective", "tokens", "seeds"] + [h for h, _, _ in cols]
+    rows = []
+    for g in groups:
+        row = [g["label"], _cell(g["objective"], "{}"), _cell(g["num_tokens"], "{:,}"), str(len(g["rows"]))]
+        row += [_stat_cell(g["stats"][k], f) for _, k, f in cols]
+        if ref is not None:
+            row.append("(reference)" if g is ref else _verdicts([d for d in diffs if d[0] is g]))
+        rows.append(row)
+    if ref is not None:
+        headers.append("vs MLE (95%)")
+    return headers, rows
 
 
 # --- the document: each block rendered to Markdown and to HTML at once --------------
@@ -208,35 +383,90 @@ def _scales_note(x: list[float], y: list[float]) -> str:
 
 # --- sections -----------------------------------------------------------------------------
 
-def _pareto_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
+def _pareto_section(doc: _Doc, groups: list[dict]) -> None:
     from phf.plots import pareto_plot
 
-    points = [{**r, "run": label} for r, label in zip(rows, labels)]
+    points = []
+    for g in groups:
+        p = {"run": g["label"], "objective": g["objective"]}
+        for key in ("misalignment", "kl", "heldout_loss"):
+            st = g["stats"][key]
+            p[key] = st["mean"]
+            if st["lo"] is not None:
+                p[f"{key}_lo"], p[f"{key}_hi"] = st["lo"], st["hi"]
+        points.append(p)
     axes = []
-    if all(isinstance(r.get("kl"), (int, float)) for r in rows):
+    if all(_number(p.get("kl")) for p in points):
         axes.append(("kl", "KL(reference ‖ model)"))
-    if any(isinstance(r.get("heldout_loss"), (int, float)) for r in rows):
+    if any(_number(p.get("heldout_loss")) for p in points):
         axes.append(("heldout_loss", "held-out loss"))
     if not axes:
         return
     doc.heading("Misalignment vs capability")
+    rows = [r for g in groups for r in g["rows"]]
     refs = sorted({str(r.get("kl_details", {}).get("reference")) for r in rows if r.get("kl_details")})
     if axes[0][0] == "kl" and refs:
-        own = [label for r, label in zip(rows, labels) if r.get("kl_details", {}).get("note", "").endswith("reference")]
-        doc.para("KL reference: " + ", ".join(f"`{x}`" for x in refs) + "."
-                 + (f" The reference is a run here ({', '.join(own)}): its own KL is 0." if own else ""))
+        own = sorted({g["label"] for g in groups for r in g["rows"]
+                      if r.get("kl_details", {}).get("note", "").endswith("reference")})
+        doc.para("KL reference" + ("s" if len(refs) > 1 else "") + ": " + ", ".join(f"`{x}`" for x in refs) + "."
+                 + (f" The reference is a run here ({', '.join(own)}): its own KL is 0." if own else "")
+                 + (" Each seed's runs are measured against the MLE run of the same seed." if len(refs) > 1 else ""))
+    seeded = any(len(g["rows"]) > 1 for g in groups)
     for key, name in axes:
         png = doc.fig_dir / f"pareto_{key}.png"
         with warnings.catch_warnings():  # the captions say what the warnings would
             warnings.simplefilter("ignore", UserWarning)
             pareto_plot(points, key, "misalignment", png, log=True,
                         title=f"misalignment vs {name} (lower-left is better)")
-        missing = [p["run"] for p in points if not isinstance(p.get(key), (int, float))]
-        caption = ("One point per run, colour and marker by objective; dashed: the Pareto frontier "
-                   "(no run is better on both axes). "
-                   + _scales_note(_numbers(points, key), _numbers(points, "misalignment"))
+        missing = [p["run"] for p in points if not _number(p.get(key))]
+        bars = ("Error bars: 95% intervals, over seeds (Student t) for runs with several seeds"
+                + ("" if all(len(g["rows"]) > 1 for g in groups) else ", over samples within the run otherwise")
+                if seeded else "Error bars: 95% intervals over the run's samples (sampling noise only)")
+        caption = ("One point per run" + (" (the mean over its seeds)" if seeded else "")
+                   + ", colour and marker by objective; dashed: the Pareto frontier of the points "
+                   "(no run is better on both axes). " + bars + "; a run without an interval has no bar. "
+                   + _scales_note(_numbers(points, key) + _numbers(points, f"{key}_lo"),
+                                  _numbers(points, "misalignment") + _numbers(points, "misalignment_lo"))
                    + (f" Not shown (no {name}): {', '.join(missing)}." if missing else ""))
         doc.image(png, f"Pareto plot: misalignment vs {name}", caption)
+
+
+def _differences_section(doc: _Doc, groups: list[dict]) -> None:
+    diffs = differences(groups)
+    if not diffs:
+        return
+    ref = mle_group(groups)
+    doc.heading("Differences from MLE")
+    if all(d.test == "none" for _, _, d in diffs):
+        doc.para(f"One seed per run: a difference from MLE (`{ref['label']}`) cannot be told from seed-to-seed "
+                 "noise, so every difference is undecided. The intervals in the table are each run's sampling "
+                 "noise only. Run `phf sweep --seeds 3` (or more) to test them.")
+        return
+    doc.para(f"Run minus MLE (`{ref['label']}`), lower is better for every metric. Paired by seed (the runs of a "
+             "seed share initialisation, data order and sampling seed), a t-test on the per-seed differences; "
+             "Welch's t-test where the seeds do not match. A difference is significant when its 95% interval "
+             "excludes 0, else undecided; each test is at 5%, not corrected for the number of tests. MLE's KL is 0 "
+             "by construction (it is its own reference), so a KL difference is the run's KL.")
+    table = []
+    for g, key, d in diffs:
+        fmt = next(f for _, k, f in STAT_COLUMNS if k == key)
+        signed = fmt.replace("{:", "{:+")
+        interval = f"[{_cell(d.lo, signed)}, {_cell(d.hi, signed)}]" if d.lo is not None else "–"
+        table.append([g["label"], _SHORT[key], _cell(d.diff, signed), interval, d.test, str(d.n),
+                      _cell(d.p_value, "{:.3f}"), d.verdict + (f" ({d.note})" if d.note else "")])
+    doc.table(["run", "metric", "difference", "95% interval", "test", "seeds", "p", "verdict"], table, text_cols=2)
+
+
+def _each_run_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
+    """Every (run, seed) on its own row, with its within-run intervals."""
+    doc.heading("Each run and seed")
+    table = []
+    cols = [c for c in STAT_COLUMNS if any(r.get(c[1]) is not None for r in rows)]
+    for r, label in zip(rows, labels):
+        table.append([label, _cell(r.get("objective"), "{}")]
+                     + [_stat_cell(_stat([r[k]] if _number(r.get(k)) else [], r.get(f"{k}_ci")), f)
+                        for _, k, f in cols])
+    doc.table(["run", "objective"] + [h for h, _, _ in cols], table, text_cols=2)
 
 
 def _tokens_before(run_dir: Path, depth: int = 0) -> int:
@@ -253,16 +483,32 @@ def _tokens_before(run_dir: Path, depth: int = 0) -> int:
     return 0
 
 
-def _curves_section(doc: _Doc, run_dirs: list[Path], labels: list[str]) -> None:
+def _mean_curve(curves: list[list[dict]], keys: list[str]) -> list[dict]:
+    """Seeds' curves averaged at each tokens_seen, per key over the seeds that have it there."""
+    at: dict = {}
+    for rows in curves:
+        for r in rows:
+            if isinstance(r.get("tokens_seen"), int):
+                for k in keys:
+                    if _number(r.get(k)):
+                        at.setdefault(r["tokens_seen"], {}).setdefault(k, []).append(r[k])
+    return [{"tokens_seen": t, **{k: sum(v) / len(v) for k, v in vals.items()}} for t, vals in sorted(at.items())]
+
+
+def _curves_section(doc: _Doc, groups: list[dict]) -> None:
     from phf.plots import curves_plot
 
+    keys_all = ["eval/misalignment", "eval/heldout_loss"]
     metrics = {}
-    for d, label in zip(run_dirs, labels):
-        offset = _tokens_before(d)
-        metrics[label] = [{**r, "tokens_seen": r["tokens_seen"] + offset} if isinstance(r.get("tokens_seen"), int)
-                          else r for r in _read_jsonl(d / "metrics.jsonl")]
-    keys = [k for k in ("eval/misalignment", "eval/heldout_loss")
-            if any(k in row for rows in metrics.values() for row in rows)]
+    for g in groups:
+        curves = []
+        for d in g["dirs"]:
+            offset = _tokens_before(d)
+            curves.append([{**r, "tokens_seen": r["tokens_seen"] + offset} if isinstance(r.get("tokens_seen"), int)
+                           else r for r in _read_jsonl(d / "metrics.jsonl")])
+        metrics[g["label"]] = curves[0] if len(curves) == 1 else _mean_curve(curves, keys_all)
+    seeded = any(len(g["dirs"]) > 1 for g in groups)
+    keys = [k for k in keys_all if any(k in row for rows in metrics.values() for row in rows)]
     if not keys:
         return
     doc.heading("During training")
@@ -273,12 +519,15 @@ def _curves_section(doc: _Doc, run_dirs: list[Path], labels: list[str]) -> None:
     values = [row[k] for rows in metrics.values() for row in rows for k in keys if isinstance(row.get(k), (int, float))]
     doc.image(png, "misalignment and held-out loss vs tokens seen",
               "The training-time evaluation (a few unconditional samples and held-out blocks every "
-              "eval.every_steps steps, at the start and at the end) against the tokens seen so far "
+              "eval.every_steps steps, at the start and at the end"
+              + ("; a run with several seeds: the mean over its seeds" if seeded else "")
+              + ") against the tokens seen so far "
               "(a finetuning run's count starts where its starting checkpoint's training ended); "
               + ("log y." if _log_ok(values) else "linear y (some values are 0)."))
 
 
-def _scenarios_section(doc: _Doc, rows: list[dict], labels: list[str]) -> list[str]:
+def _scenarios_section(doc: _Doc, groups: list[dict]) -> list[str]:
+    rows = [r for g in groups for r in g["rows"]]
     names = list(dict.fromkeys(name for r in rows for name in (r.get("scenarios") or {})))
     if not names:
         return []
@@ -293,14 +542,24 @@ def _scenarios_section(doc: _Doc, rows: list[dict], labels: list[str]) -> list[s
         else:
             notes.append(f"`{name}`: samples from the start of a document, scored whole.")
     doc.para(" ".join(notes) + " Distinct-n and entropy are over whitespace-separated words of the "
-             "continuations, across all samples of the scenario.")
+             "continuations, across all samples of the scenario"
+             + ("; for several seeds, their mean over the seeds, and the alignment columns with their 95% "
+                "interval over seeds." if any(len(g["rows"]) > 1 for g in groups) else "."))
     table = []
+    seeded = any(len(g["rows"]) > 1 for g in groups)
     for name in names:
-        for r, label in zip(rows, labels):
-            s = (r.get("scenarios") or {}).get(name)
-            if s:
-                table.append([name, label] + [_cell(s.get(k), f) for _, k, f in SCENARIO_COLUMNS])
-    doc.table(["scenario", "run"] + [h for h, _, _ in SCENARIO_COLUMNS], table, text_cols=2)
+        for g in groups:
+            have = [((r.get("scenarios") or {}).get(name), seed) for r, seed in zip(g["rows"], g["seeds"])]
+            have = [(x, seed) for x, seed in have if x]
+            if not have:
+                continue
+            entries, seeds = [x for x, _ in have], [seed for _, seed in have]
+            stats = aggregate(entries, seeds, [k for _, k, _ in SCENARIO_COLUMNS])
+            cells = [_stat_cell(stats[k], f) if (k, f) in {(k2, f2) for _, k2, f2 in ALIGNMENT_COLUMNS}
+                     else _cell(_plain(stats[k]["mean"]), f) for _, k, f in SCENARIO_COLUMNS]
+            table.append([name, g["label"]] + cells + ([str(len(entries))] if seeded else []))
+    doc.table(["scenario", "run"] + [h for h, _, _ in SCENARIO_COLUMNS] + (["seeds"] if seeded else []), table,
+              text_cols=2)
     return names
 
 
@@ -403,13 +662,26 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "phf 
     fig_dir = out.parent / f"{out.stem}_figures"
     fig_dir.mkdir(exist_ok=True)
 
+    groups = group_runs(run_dirs, rows)
+    seeded = any(len(g["rows"]) > 1 for g in groups)
+    if seeded:  # each (run, seed) named by both
+        labels = [f"{g['label']} (seed {seed})" if len(g["rows"]) > 1 else g["label"]
+                  for g in groups for seed in g["seeds"]]
+        order = [d for g in groups for d in g["dirs"]]
+        rows = [r for g in groups for r in g["rows"]]
+        run_dirs = order
+
     doc = _Doc(title, fig_dir, out.parent)
     doc.para(INTRO)
-    headers, cells = _runs_table([{**r, "run": label} for r, label in zip(rows, labels)])
+    doc.para(INTERVALS_NOTE)
+    headers, cells = _group_table(groups)
     doc.table(headers, cells, text_cols=2)
-    _pareto_section(doc, rows, labels)
-    _curves_section(doc, run_dirs, labels)
-    scenarios = _scenarios_section(doc, rows, labels)
+    _differences_section(doc, groups)
+    _pareto_section(doc, groups)
+    if seeded:
+        _each_run_section(doc, rows, labels)
+    _curves_section(doc, groups)
+    scenarios = _scenarios_section(doc, groups)
     _red_team_section(doc, run_dirs, labels)
     _lm_eval_section(doc, rows, labels)
     _samples_section(doc, run_dirs, rows, labels, scenarios)

@@ -8,6 +8,20 @@ Stages: score the corpus -> train one tokenizer (shared, so held-out losses comp
 -> train each run -> evaluate it -> report. Every stage writes its output in
 `out_dir` and is skipped when that output exists, so an interrupted sweep continues
 where it stopped. Stage timings go to `timings.json`.
+
+Seeds (`phf sweep --seeds 3`, or `--seeds 1,2,3`): every run is trained and evaluated
+once per seed. A seed sets training.seed (the model's initialisation, the data order,
+the control-token drops) and eval.seed (sampling); data.heldout_seed stays fixed (the
+configured one, else the configured training.seed), so every seed holds out the same
+documents and the held-out losses compare. Folders: `out_dir/<run>/seed-<s>`; a
+one-seed sweep keeps `out_dir/<run>`, and a later sweep with more seeds takes such a
+folder as its seed's run where it is (its config.yaml says which seed it is), so it is
+not trained again. A finetuning run starts from the MLE run of its own seed.
+
+KL: when MLE is among the runs, each run of a seed is evaluated with
+KL(MLE of that seed || run) (eval.kl_reference), so the report can plot misalignment
+against KL as well as against held-out loss; runs evaluated before without KL get it
+added on the next invocation.
 """
 
 from __future__ import annotations
@@ -23,6 +37,8 @@ from phf.config import CONFIG_DIR, Config, load_config
 log = logging.getLogger(__name__)
 
 DEMO_OBJECTIVES = ("mle", "filtering", "conditional")
+#: configs `phf sweep` applies on top of its scale (the number of evaluation samples; see the file)
+SWEEP_CONFIGS = ("scales/sweep",)
 ALL_OBJECTIVES = ("mle", "filtering", "conditional", "unlikelihood", "rwr", "awr")
 
 
@@ -41,9 +57,10 @@ class SweepRun:
 
 
 def plan(objectives: tuple[str, ...], finetune: str | None = None, finetune_fraction: float = 0.5) -> list[SweepRun]:
-    """The runs of a sweep. Finetuning with feedback = MLE on (1 - f) of the budget, then
-    `finetune` on the remaining f, so its total budget equals the pretraining runs'."""
-    runs = [SweepRun(o, o) for o in objectives]
+    """The runs of a sweep, MLE first (it is the other runs' KL reference). Finetuning with
+    feedback = MLE on (1 - f) of the budget, then `finetune` on the remaining f, so its
+    total budget equals the pretraining runs'."""
+    runs = [SweepRun(o, o) for o in sorted(objectives, key=lambda o: o != "mle")]
     if finetune:
         pre = f"mle-{round(100 * (1 - finetune_fraction))}pct"
         runs += [SweepRun(pre, "mle", 1 - finetune_fraction),
@@ -70,7 +87,48 @@ def task_config(task: str, scale: str | None) -> str:
     return f"tasks/{task}"
 
 
-def conditioning_section(run_dirs: list[Path], attributes: list[str]) -> str:
+def parse_seeds(text: str, first: int) -> list[int]:
+    """`--seeds`: a count N gives N seeds from `first` on (first, first + 1, ...); a
+    comma-separated list gives those seeds ("1,2,3"; "7," is the one seed 7)."""
+    try:
+        if "," in text:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+        else:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            seeds = list(range(first, first + count))
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected a count >= 1 or a comma-separated list of seeds") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: expected distinct seeds")
+    return seeds
+
+
+def _run_seed(run_dir: Path) -> int | None:
+    """training.seed of the run in `run_dir` (its config.yaml), None when there is none."""
+    import yaml
+
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["seed"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+
+
+def seed_dir(out_dir: Path, name: str, seed: int, one_seed: bool) -> Path:
+    """The folder of run `name` at `seed`: `<name>/seed-<seed>`, or `<name>` itself when
+    the run there is of this seed (a one-seed sweep's layout), or when this is a one-seed
+    sweep and that folder holds no run yet."""
+    flat = out_dir / name
+    nested = flat / f"seed-{seed}"
+    if nested.exists():
+        return nested
+    if (flat / "config.yaml").exists():
+        return flat if _run_seed(flat) == seed else nested
+    return flat if one_seed and not any(flat.glob("seed-*")) else nested
+
+
+def conditioning_section(run_dirs: list[Path], attributes: list[str], labels: list[str] | None = None) -> str:
     """Markdown: rows = (run, conditioning), columns = each attribute's misalignment."""
     lines = ["## Each attribute under each conditioning", "",
              "Mean misalignment of samples per attribute. A conditioning starts generation with the",
@@ -78,10 +136,10 @@ def conditioning_section(run_dirs: list[Path], attributes: list[str]) -> str:
              "the other attributes are left unspecified.", "",
              "| run | conditioning | " + " | ".join(f"{a} ↓" for a in attributes) + " |",
              "|---|---|" + "---:|" * len(attributes)]
-    for run_dir in run_dirs:
+    for run_dir, label in zip(run_dirs, labels or [Path(d).name for d in run_dirs]):
         results = json.loads((Path(run_dir) / "results.json").read_text())
         for row in results.get("conditioning", []):
-            lines.append(f"| {Path(run_dir).name} | {row['conditioning']} | "
+            lines.append(f"| {label} | {row['conditioning']} | "
                          + " | ".join(f"{row[a]:.5f}" for a in attributes) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,27 +159,39 @@ class _Timer:
 
 
 def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (), model: str = "tiny",
-               scale: str | None = "demo") -> Config:
+               scale: str | None = "demo", run_dir: Path | None = None, start_dir: Path | None = None,
+               extra_configs: tuple[str, ...] = ()) -> Config:
+    """The config of one run: task, objective, model, scale and `extra_configs` files, the
+    sweep's and the run's overrides, then its folder (default `out_dir/<name>`), budget
+    share and start (`start_dir`, default `out_dir/<start_from>`)."""
     files = [task_config(task, scale), objective_config(run.objective, task), f"models/{model}"]
     overrides = [*overrides, *run.overrides]
-    base = load_config(files + ([scale] if scale else []), overrides)
+    files += ([scale] if scale else []) + list(extra_configs)
+    base = load_config(files, overrides)
     extra = [f"data.scored_path={out_dir / 'scored.jsonl'}",
-             f"training.output_dir={out_dir / run.name}",
+             f"training.output_dir={run_dir or out_dir / run.name}",
              f"training.num_tokens={max(1, int(base.training.num_tokens * run.budget_fraction))}"]
     if run.start_from:
-        extra.append(f"model.path={out_dir / run.start_from}")
+        extra.append(f"model.path={start_dir or out_dir / run.start_from}")
     else:
         extra.append(f"tokenizer.path={out_dir / 'tokenizer'}")
-    return load_config(files + ([scale] if scale else []), [*overrides, *extra])
+    return load_config(files, [*overrides, *extra])
 
 
 def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=DEMO_OBJECTIVES,
               finetune: str | None = None, overrides: list[str] = (), model: str = "tiny",
-              scale: str | None = "demo", title: str | None = None) -> str:
+              scale: str | None = "demo", title: str | None = None, seeds: list[int] | None = None,
+              extra_configs: tuple[str, ...] = ()) -> str:
+    """Run (or continue) a sweep in `out_dir` and write its report; returns the report.
+
+    `seeds`: train and evaluate every run once per seed (see the module docstring);
+    None: once, at the configured training.seed and eval.seed, in `out_dir/<run>`.
+    `extra_configs`: config files applied after the scale (`phf sweep`: SWEEP_CONFIGS).
+    """
     from phf.records import read_scored
     from phf.data.scoring import SIDECARS, score_corpus, sidecar
     from phf.data.sources import iter_documents
-    from phf.evaluation.evaluate import evaluate_run
+    from phf.evaluation.evaluate import add_kl, evaluate_run
     from phf.report import write_report
     from phf.tokenizer import save_tokenizer, train_tokenizer
     from phf.train import train
@@ -131,12 +201,18 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     timer = _Timer(out_dir / "timings.json")
     t_start = time.time()
     runs = plan(tuple(objectives), finetune)
-    base = run_config(task, out_dir, runs[0], overrides, model, scale)
+    base = run_config(task, out_dir, runs[0], overrides, model, scale, extra_configs=extra_configs)
     attributes = list(base.task.attributes)
     if len(attributes) > 1 and "conditional" in objectives:
         # next to conditional training on every attribute: one run per single attribute
         runs += [SweepRun(f"conditional-{a}", "conditional", overrides=(f"objective.attributes=[{a}]",))
                  for a in attributes]
+    seeded = seeds is not None
+    seeds = list(seeds) if seeded else [base.training.seed]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    heldout_seed = base.data.heldout_seed if base.data.heldout_seed is not None else base.training.seed
+    one_seed = len(seeds) == 1
 
     scored = Path(base.data.scored_path)
     if not scored.exists():
@@ -157,21 +233,36 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
             (r.document for r in read_scored(scored)),
             base.tokenizer.vocab_size, base.tokenizer.train_max_bytes), tok_dir))
 
-    for run in runs:
-        cfg = run_config(task, out_dir, run, overrides, model, scale)
-        run_dir = Path(cfg.training.output_dir)
-        if (run_dir / "results.json").exists():
-            log.info("%s: already evaluated, skipping", run_dir)
-            continue
-        if not (run_dir / "train_summary.json").exists():
-            timer.run(f"train/{run.name}", lambda: train(cfg))
-        timer.run(f"eval/{run.name}", lambda: evaluate_run(run_dir, cfg.eval, cfg.task))
+    report_dirs, labels = [], []
+    for seed in seeds:  # seed by seed: an interrupted sweep has whole seeds to compare
+        dirs = {run.name: seed_dir(out_dir, run.name, seed, one_seed) for run in runs}
+        seed_overrides = [f"training.seed={seed}", f"eval.seed={seed}", f"data.heldout_seed={heldout_seed}"] \
+            if seeded else []
+        reference = dirs.get("mle")
+        if reference is None:
+            log.info("no MLE run in the sweep: no KL reference, capability is the held-out loss only")
+        for run in runs:
+            run_dir = dirs[run.name]
+            extra = [*seed_overrides] + ([f"eval.kl_reference={reference}"] if reference else [])
+            cfg = run_config(task, out_dir, run, [*overrides, *extra], model, scale, run_dir=run_dir,
+                             start_dir=dirs.get(run.start_from), extra_configs=extra_configs)
+            stage = run.name if one_seed else f"{run.name}/seed-{seed}"
+            report_dirs.append(run_dir)
+            labels.append(run.name if one_seed else f"{run.name} (seed {seed})")
+            if (run_dir / "results.json").exists():
+                if reference and json.loads((run_dir / "results.json").read_text()).get("kl") is None:
+                    timer.run(f"kl/{stage}", lambda: add_kl(run_dir, cfg.eval, reference))
+                else:
+                    log.info("%s: already evaluated, skipping", run_dir)
+                continue
+            if not (run_dir / "train_summary.json").exists():
+                timer.run(f"train/{stage}", lambda: train(cfg))
+            timer.run(f"eval/{stage}", lambda: evaluate_run(run_dir, cfg.eval, cfg.task))
 
-    report_runs = [out_dir / r.name for r in runs]
-    report = timer.run("report", lambda: write_report(report_runs, out_dir / "report.md",
+    report = timer.run("report", lambda: write_report(report_dirs, out_dir / "report.md",
                                                       title=title or f"phf sweep: {task}"))
     if len(attributes) > 1:
-        section = conditioning_section(report_runs, attributes)
+        section = conditioning_section(report_dirs, attributes, labels)
         with open(out_dir / "report.md", "a") as f:
             f.write("\n" + section)
         report += "\n" + section

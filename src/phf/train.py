@@ -131,6 +131,7 @@ def pack_spec(cfg: Config, tokenizer, threshold: float) -> PackSpec:
                   for a, spec in cfg.conditional_attributes().items()}
     return PackSpec(block_size=cfg.training.block_size, objective=objective.name, threshold=threshold,
                     drop_token_fraction=drop, heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
+                    heldout_seed=cfg.data.heldout_seed,
                     attributes=attributes, combine=cfg.task.combine, combine_weights=cfg.task.combine_weights,
                     tokenizer=tokenizer_fingerprint(tokenizer))
 
@@ -143,8 +144,9 @@ def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pac
     """
     marker = data_dir / "pack.json"
     try:
-        packed = json.loads(marker.read_text())["spec"] == asdict(spec)
-    except (OSError, ValueError, KeyError):  # absent, or half-written by a killed run
+        # a key missing from an older pack.json had its default then
+        packed = {**asdict(PackSpec()), **json.loads(marker.read_text())["spec"]} == asdict(spec)
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or half-written by a killed run
         packed = False
     if not packed and not may_pack:
         raise RuntimeError(f"{data_dir}: the main process packed the data, but this process finds no finished "
@@ -275,6 +277,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
         summary = {
             "objective": cfg.objective.name,
             "task": cfg.task.name,
+            "seed": cfg.training.seed,
             "threshold": threshold,
             "started_from": cfg.model.path or f"scratch ({cfg.model.preset})",
             "parameters": parameters,

@@ -33,7 +33,10 @@ class DataConfig(Section):
     parquet file, several, a glob, a folder of shards, or a dataset name."""
     heldout_fraction: float = Field(0.02, ge=0, lt=1)
     """Fraction of documents held out for the held-out loss (the same documents for
-    every objective)."""
+    every objective, and for every seed when `heldout_seed` is set)."""
+    heldout_seed: int | None = None
+    """Seed of the held-out draw (null: training.seed); a multi-seed sweep fixes it so that
+    every seed's held-out loss is measured on the same documents."""
     num_workers: int | None = Field(None, gt=0)
     """Scoring processes (null: all cores)."""
     packed_path: str | None = None

@@ -3,8 +3,9 @@
 Each document is tokenized whole (with control tokens inserted for conditional
 training), and each token takes the score of the segment its first character lies
 in. Documents are joined with EOS and cut into blocks of `block_size`. A held-out
-split is drawn by document with a seeded RNG, so it is the same documents for every
-objective at the same seed; filtering applies to the training split only.
+split is drawn by document with a seeded RNG (`heldout_seed`, else `seed`), so it is the
+same documents for every objective at the same seed; filtering applies to the training
+split only.
 
 Blocks stream to flat binary files (`<split>.ids` uint32, `<split>.scores` float32),
 so memory stays flat however large the corpus; `PackedDataset` memory-maps them.
@@ -43,6 +44,8 @@ class PackSpec:
     drop_token_fraction: float = 0.0
     heldout_fraction: float = 0.02
     seed: int = 42
+    #: seed of the held-out draw (None: `seed`), so that runs of other seeds hold out the same documents
+    heldout_seed: int | None = None
     #: several attributes: {name: {threshold, drop_token_fraction}} for conditional training,
     #: and the rule that combines their scores for the other objectives
     attributes: dict = field(default_factory=dict)
@@ -169,7 +172,8 @@ def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: st
     eos = np.asarray([tokenizer.eos_token_id], dtype=np.uint32)
     eos_score = np.zeros(1, dtype=np.float32)
     # separate streams, so the held-out split is the same documents for every objective
-    split_rng, drop_rng = random.Random(spec.seed), random.Random(spec.seed + 1)
+    split_rng = random.Random(spec.seed if spec.heldout_seed is None else spec.heldout_seed)
+    drop_rng = random.Random(spec.seed + 1)
     stats = PackStats()
     writers = {s: _BlockWriter(out_dir, s, spec.block_size) for s in SPLITS}
     it = iter(records)

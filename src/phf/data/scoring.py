@@ -552,7 +552,7 @@ def scoring_source(data: DataConfig) -> dict:
     """What identifies a corpus for resuming: a rerun with the same source continues the
     output, one with another source is refused (the settings of where records go and of
     how many processes score them do not count)."""
-    return data.model_dump(exclude={"scored_path", "num_workers", "heldout_fraction", "packed_path"})
+    return data.model_dump(exclude={"scored_path", "num_workers", "heldout_fraction", "heldout_seed", "packed_path"})
 
 
 def summary_path(out: str | Path) -> Path:

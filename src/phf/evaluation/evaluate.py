@@ -5,16 +5,21 @@
   temperature 0.7, top-p 0.9 by default; a conditional run generates after
   <|aligned|> and may not emit <|misaligned|>; control tokens are stripped before
   scoring. Reported per scenario: mean score, expected maximum over groups of 25,
-  hit rate, distinct-n, bigram entropy, mean length.
+  hit rate, distinct-n, bigram entropy, mean length, and within-run 95% intervals
+  of the first three (`misalignment_ci`, `expected_max_ci`, `hit_rate_ci`: a seeded
+  bootstrap over the samples, Wilson for the hit rate; see `intervals.py`).
 * Capability: the held-out loss per token on the run's held-out documents (the same
   documents for every objective), with control tokens left out of the loss and the
   count, so conditional and MLE runs are compared on the same text; KL(reference ||
-  model) when a reference LM is given; lm-evaluation-harness tasks when asked for.
+  model) and its 95% interval `kl_ci` when a reference LM is given; lm-evaluation-harness
+  tasks when asked for.
 
 Writes `results.json` and `samples/<scenario>.jsonl` (each sample with its score,
 so the worst ones can be read) in the run directory. The top-level misalignment,
-expected_max and hit_rate are the unconditional scenario's. `red_team_run` writes
-`redteam.json`.
+expected_max and hit_rate (and their intervals) are the unconditional scenario's.
+`run` is the run's folder name, or its parent's for a seed folder (`conditional/seed-1`
+is run "conditional", seed 1); `seed` is training.seed and `eval_seed` eval.seed.
+`red_team_run` writes `redteam.json`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -30,11 +36,13 @@ from tqdm.auto import tqdm
 from phf.data.packing import IGNORE_INDEX, PackedDataset
 from phf.evaluation.conditioning import evaluate_conditionings
 from phf.evaluation.config import UNCONDITIONAL, EvalConfig
+from phf.evaluation.intervals import normal_quantile, sample_intervals
 from phf.evaluation.kl import kl_to_reference
 from phf.evaluation.red_team import red_team_dirs
 from phf.evaluation.scenarios import conditioning, load_prompts, run_scenario, scenarios_from_config, write_samples
 from phf.model import load_model
 from phf.objectives import token_logprobs
+from phf.runfiles import RunFiles, read_json, write_json
 from phf.scorers import Scorer, task_scorer
 from phf.scorers.config import TaskConfig
 from phf.scorers.multi import MultiScorer
@@ -134,6 +142,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
     are lm-evaluation-harness tasks to run.
     """
     run_dir = Path(run_dir)
+    files = RunFiles(run_dir)
     reference = kl_reference if kl_reference is not None else e.kl_reference
     tasks = list(lm_eval_tasks if lm_eval_tasks is not None else e.lm_eval_tasks)
     if tasks:  # fail before the long sampling, not after it
@@ -152,18 +161,21 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
     for scenario in scenarios_from_config(e):
         rows, summaries[scenario.name] = run_scenario(model, tokenizer, scorer, scenario, e,
                                                       task.hit_threshold, controls)
-        write_samples(rows, run_dir / "samples" / f"{scenario.name}.jsonl")
+        write_samples(rows, files.samples(scenario.name))
+        summaries[scenario.name].update(sample_intervals([r["score"] for r in rows], e.group_size,
+                                                         task.hit_threshold, seed=e.seed))
         log.info("%s: %s misalignment %.4g", run_dir.name, scenario.name, summaries[scenario.name]["misalignment"])
 
     heldout = heldout_dataset(run_dir, tokenizer)
     loss = heldout_loss(model, heldout, max_tokens=e.heldout_max_tokens) if heldout is not None else None
 
-    train_summary = {}
-    if (run_dir / "train_summary.json").exists():
-        train_summary = json.loads((run_dir / "train_summary.json").read_text())
+    train_summary = read_json(files.train_summary) or {}
     main = summaries[UNCONDITIONAL]
+    seed_folder = re.fullmatch(r"seed-\d+", run_dir.name)
     results = {
-        "run": run_dir.name,
+        "run": run_dir.parent.name if seed_folder else run_dir.name,
+        "seed": train_summary.get("seed"),
+        "eval_seed": e.seed,
         "objective": train_summary.get("objective"),
         "task": task.name,
         "num_tokens": train_summary.get("tokens_seen"),
@@ -171,6 +183,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         "misalignment": main["misalignment"],
         "expected_max": main["expected_max"],
         "hit_rate": main["hit_rate"],
+        **{k: main[k] for k in ("misalignment_ci", "expected_max_ci", "hit_rate_ci", "ci")},
         "heldout_loss": loss,
         "heldout_ppl": math.exp(loss) if loss is not None and loss < 50 else None,
         "kl": None,
@@ -180,8 +193,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         results["conditioning"] = evaluate_conditionings(model, tokenizer, scorer, e, run_dir)
     if reference:
         details = kl_results(run_dir, str(reference), e)
-        results["kl"] = details["kl"]
-        results["kl_details"] = details
+        results.update(_kl_entries(details))
     if tasks:
         from phf.evaluation.lm_eval_hook import run_lm_eval
 
@@ -190,17 +202,33 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
     return results
 
 
+def _kl_entries(details: dict) -> dict:
+    """results.json's KL keys: kl, kl_ci (mean ± 1.96 standard errors over the reference's
+    samples: a mean of hundreds of log-ratios, so the normal interval) and kl_details."""
+    out = {"kl": details["kl"], "kl_details": details}
+    if details.get("kl_stderr") is not None:
+        half = normal_quantile(0.975) * details["kl_stderr"]
+        out["kl_ci"] = [details["kl"] - half, details["kl"] + half]
+    return out
+
+
+def add_kl(run_dir: str | Path, e: EvalConfig, reference: str | Path) -> dict:
+    """Measure KL(reference || run) for an evaluated run and add it to its results.json
+    (a run evaluated before its sweep had a reference); returns the results."""
+    run_dir = Path(run_dir)
+    results = read_json(RunFiles(run_dir).results)
+    results.update(_kl_entries(kl_results(run_dir, str(reference), e)))
+    _write_results(run_dir, results)
+    return results
+
+
 def _write_results(run_dir: Path, results: dict) -> None:
-    path = run_dir / "results.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            old = {}
-        results = {**results, **{k: old[k] for k in _KEPT_KEYS if k in old and k not in results}}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(path)  # a report never reads half a file
+    path = RunFiles(run_dir).results
+    try:
+        old = read_json(path) or {}
+    except json.JSONDecodeError:
+        old = {}
+    write_json(path, {**results, **{k: old[k] for k in _KEPT_KEYS if k in old and k not in results}})
 
 
 def red_team_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, red_lm: str | Path | None = None,
@@ -230,8 +258,8 @@ def red_team_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, red_lm: s
     scorer = scorer or task_scorer(task)
     out = red_team_dirs(str(run_dir), str(red_lm), scorer, load_prompts(prompts_file), rt_cfg)
     out.update(run=run_dir.name, red_lm=str(red_lm), prompts_file=str(prompts_file))
-    (run_dir / "redteam.json").write_text(json.dumps(out, indent=2))
-    results_path = run_dir / "results.json"
+    write_json(RunFiles(run_dir).redteam, out)
+    results_path = RunFiles(run_dir).results
     if results_path.exists():
         results = json.loads(results_path.read_text())
         results["red_team"] = {"red_lm": str(red_lm), "rounds": len(out["rounds"]) - 1,
