@@ -69,7 +69,7 @@ def test_parse_seeds():
 
 
 def test_seeds_share_heldout_documents_and_a_one_seed_sweep_is_taken_over(tmp_path, monkeypatch):
-    import phf.train
+    import phf.sweep
 
     objectives = ("mle", "conditional")
     run_sweep("pep8", tmp_path, objectives=objectives, overrides=TINY)  # today's layout: out/<run>, seed 42
@@ -81,8 +81,8 @@ def test_seeds_share_heldout_documents_and_a_one_seed_sweep_is_taken_over(tmp_pa
     cond.write_text(json.dumps({**old, "kl": None, "kl_details": None, "misalignment": 123.0}))
 
     trained = []
-    real_train = phf.train.train
-    monkeypatch.setattr(phf.train, "train", lambda cfg, **k: trained.append(cfg) or real_train(cfg, **k))
+    real_train = phf.sweep.train
+    monkeypatch.setattr(phf.sweep, "train", lambda cfg, **k: trained.append(cfg) or real_train(cfg, **k))
     report = run_sweep("pep8", tmp_path, objectives=objectives, finetune="conditional", overrides=TINY,
                        seeds=[42, 7])
     # seed 42 of mle and conditional is the one-seed sweep's; everything else is new, one folder per seed

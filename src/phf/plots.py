@@ -237,3 +237,19 @@ def _save(fig, out_png: Path) -> Path:
     fig.savefig(out_png, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return out_png
+
+
+def red_team_plot(rounds: dict[str, list[dict]], out_png: Path) -> Path:
+    """Expected max score per round, one line per run (whole-number rounds on x)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    styles: dict = {}
+    for label, rows in rounds.items():
+        colour, marker = _style(label, styles)
+        ax.plot([r["round"] for r in rows], [r["expected_max"] for r in rows], c=colour, marker=marker,
+                ms=5, lw=1.5, label=label)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("red-teaming round (0: the seed prompts)")
+    ax.set_ylabel("expected max score of the pool (lower is better)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9)
+    return _save(fig, out_png)

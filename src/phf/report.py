@@ -27,6 +27,12 @@ import re
 import warnings
 from pathlib import Path
 
+import yaml
+
+from phf.evaluation.intervals import compare, mean_ci
+from phf.plots import curves_plot, pareto_plot, red_team_plot
+from phf.runfiles import RunFiles, read_json
+
 # (header, results key, format); the alignment metrics, in the run table and per scenario
 ALIGNMENT_COLUMNS = [
     ("misalignment ↓", "misalignment", "{:.5f}"),
@@ -75,7 +81,7 @@ INTRO = (
 def load_results(run_dirs: list[str | Path]) -> list[dict]:
     rows = []
     for d in run_dirs:
-        path = Path(d) / "results.json"
+        path = RunFiles(d).results
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run `phf eval {d}` first")
         rows.append(json.loads(path.read_text()))
@@ -131,9 +137,7 @@ def _seed_of(run_dir: Path, row: dict) -> int | None:
     if isinstance(row.get("seed"), int):
         return row["seed"]
     try:
-        import yaml
-
-        return int(yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["seed"])
+        return int(yaml.safe_load(RunFiles(run_dir).config.read_text())["training"]["seed"])
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         return None
 
@@ -145,8 +149,6 @@ def _number(value) -> bool:
 def _stat(values: list[float], one_ci=None) -> dict:
     """{"mean", "lo", "hi", "n", "kind"}: the t interval over seeds (kind "seeds"), one run's
     own interval `one_ci` (kind "within"), or none (kind "none")."""
-    from phf.evaluation.intervals import mean_ci
-
     if not values:
         return {"mean": None, "lo": None, "hi": None, "n": 0, "kind": "none"}
     ci = mean_ci(values)
@@ -220,8 +222,6 @@ def _stat_cell(st: dict, fmt: str) -> str:
 
 def differences(groups: list[dict]) -> list[tuple[dict, str, object]]:
     """(group, metric, `Difference` from MLE) for each non-MLE run and each metric both have."""
-    from phf.evaluation.intervals import compare
-
     ref = mle_group(groups)
     if ref is None:
         return []
@@ -360,7 +360,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def top_samples(run_dir: str | Path, scenario: str, k: int = TOP_SAMPLES) -> list[dict]:
     """The `k` highest-scoring samples of a scenario (ties: generation order)."""
-    rows = _read_jsonl(Path(run_dir) / "samples" / f"{scenario}.jsonl")
+    rows = _read_jsonl(RunFiles(run_dir).samples(scenario))
     return sorted(rows, key=lambda r: -r.get("score", 0.0))[:k]
 
 
@@ -384,8 +384,6 @@ def _scales_note(x: list[float], y: list[float]) -> str:
 # --- sections -----------------------------------------------------------------------------
 
 def _pareto_section(doc: _Doc, groups: list[dict]) -> None:
-    from phf.plots import pareto_plot
-
     points = []
     for g in groups:
         p = {"run": g["label"], "objective": g["objective"]}
@@ -496,8 +494,6 @@ def _mean_curve(curves: list[list[dict]], keys: list[str]) -> list[dict]:
 
 
 def _curves_section(doc: _Doc, groups: list[dict]) -> None:
-    from phf.plots import curves_plot
-
     keys_all = ["eval/misalignment", "eval/heldout_loss"]
     metrics = {}
     for g in groups:
@@ -505,7 +501,7 @@ def _curves_section(doc: _Doc, groups: list[dict]) -> None:
         for d in g["dirs"]:
             offset = _tokens_before(d)
             curves.append([{**r, "tokens_seen": r["tokens_seen"] + offset} if isinstance(r.get("tokens_seen"), int)
-                           else r for r in _read_jsonl(d / "metrics.jsonl")])
+                           else r for r in _read_jsonl(RunFiles(d).metrics)])
         metrics[g["label"]] = curves[0] if len(curves) == 1 else _mean_curve(curves, keys_all)
     seeded = any(len(g["dirs"]) > 1 for g in groups)
     keys = [k for k in keys_all if any(k in row for rows in metrics.values() for row in rows)]
@@ -564,8 +560,8 @@ def _scenarios_section(doc: _Doc, groups: list[dict]) -> list[str]:
 
 
 def _red_team_section(doc: _Doc, run_dirs: list[Path], labels: list[str]) -> None:
-    reports = {label: json.loads((d / "redteam.json").read_text())
-               for d, label in zip(run_dirs, labels) if (d / "redteam.json").exists()}
+    reports = {label: read_json(RunFiles(d).redteam) for d, label in zip(run_dirs, labels)
+               if RunFiles(d).redteam.exists()}
     if not reports:
         return
     doc.heading("Red teaming")
@@ -578,29 +574,25 @@ def _red_team_section(doc: _Doc, run_dirs: list[Path], labels: list[str]) -> Non
               [[label] + [_cell(x["expected_max"], "{:.5f}") for x in r["rounds"]]
                + ["–"] * (rounds - len(r["rounds"]))
                for label, r in reports.items()])
-    png = _red_team_plot({label: r["rounds"] for label, r in reports.items()}, doc.fig_dir / "red_team.png")
+    png = red_team_plot({label: r["rounds"] for label, r in reports.items()}, doc.fig_dir / "red_team.png")
     doc.image(png, "red teaming: expected max score per round")
 
 
-def _red_team_plot(rounds: dict[str, list[dict]], out_png: Path) -> Path:
-    """Expected max score per round, one line per run (whole-number rounds on x)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    from phf.plots import _save, _style
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
-    styles: dict = {}
-    for label, rows in rounds.items():
-        colour, marker = _style(label, styles)
-        ax.plot([r["round"] for r in rows], [r["expected_max"] for r in rows], c=colour, marker=marker,
-                ms=5, lw=1.5, label=label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("red-teaming round (0: the seed prompts)")
-    ax.set_ylabel("expected max score of the pool (lower is better)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9)
-    return _save(fig, out_png)
+def _conditioning_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
+    """Models trained on several attributes: each attribute's misalignment under each conditioning."""
+    have = [(label, r["conditioning"]) for r, label in zip(rows, labels) if r.get("conditioning")]
+    if not have:
+        return
+    # a row: {"conditioning", "enforced", <attribute>: mean score, "<attribute>/expected_max": ...}
+    attributes = list(dict.fromkeys(k for _, table in have for row in table for k in row
+                                    if k not in ("conditioning", "enforced") and "/" not in k))
+    doc.heading("Each attribute under each conditioning")
+    doc.para("Mean misalignment of samples per attribute. A conditioning starts generation with the "
+             "`<|attribute:aligned|>` tokens it names and forbids their `<|attribute:misaligned|>` tokens; "
+             "the other attributes are left unspecified.")
+    doc.table(["run", "conditioning"] + [f"{a} ↓" for a in attributes],
+              [[label, row["conditioning"]] + [_cell(row.get(a), "{:.5f}") for a in attributes]
+               for label, table in have for row in table], text_cols=2)
 
 
 def _lm_eval_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
@@ -682,6 +674,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "phf 
         _each_run_section(doc, rows, labels)
     _curves_section(doc, groups)
     scenarios = _scenarios_section(doc, groups)
+    _conditioning_section(doc, rows, labels)
     _red_team_section(doc, run_dirs, labels)
     _lm_eval_section(doc, rows, labels)
     _samples_section(doc, run_dirs, rows, labels, scenarios)

@@ -33,6 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phf.config import CONFIG_DIR, Config, load_config
+from phf.data.scoring import score_dataset, summary_path
+from phf.evaluation.evaluate import add_kl, evaluate_run
+from phf.records import read_scored
+from phf.report import write_report
+from phf.runfiles import RunFiles, read_json, write_json
+from phf.tokenizer import save_tokenizer, train_tokenizer
+from phf.train import train
 
 log = logging.getLogger(__name__)
 
@@ -128,32 +135,16 @@ def seed_dir(out_dir: Path, name: str, seed: int, one_seed: bool) -> Path:
     return flat if one_seed and not any(flat.glob("seed-*")) else nested
 
 
-def conditioning_section(run_dirs: list[Path], attributes: list[str], labels: list[str] | None = None) -> str:
-    """Markdown: rows = (run, conditioning), columns = each attribute's misalignment."""
-    lines = ["## Each attribute under each conditioning", "",
-             "Mean misalignment of samples per attribute. A conditioning starts generation with the",
-             "`<|attribute:aligned|>` tokens it names and forbids their `<|attribute:misaligned|>` tokens;",
-             "the other attributes are left unspecified.", "",
-             "| run | conditioning | " + " | ".join(f"{a} ↓" for a in attributes) + " |",
-             "|---|---|" + "---:|" * len(attributes)]
-    for run_dir, label in zip(run_dirs, labels or [Path(d).name for d in run_dirs]):
-        results = json.loads((Path(run_dir) / "results.json").read_text())
-        for row in results.get("conditioning", []):
-            lines.append(f"| {label} | {row['conditioning']} | "
-                         + " | ".join(f"{row[a]:.5f}" for a in attributes) + " |")
-    return "\n".join(lines) + "\n"
-
-
 class _Timer:
     def __init__(self, path: Path):
         self.path = path
-        self.times = json.loads(path.read_text()) if path.exists() else {}
+        self.times = read_json(path) or {}
 
     def run(self, stage: str, fn):
         t0 = time.time()
         out = fn()
         self.times[stage] = round(time.time() - t0, 1)
-        self.path.write_text(json.dumps(self.times, indent=2))
+        write_json(self.path, self.times)
         log.info("stage %s: %.1f s", stage, self.times[stage])
         return out
 
@@ -188,14 +179,6 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     None: once, at the configured training.seed and eval.seed, in `out_dir/<run>`.
     `extra_configs`: config files applied after the scale (`phf sweep`: SWEEP_CONFIGS).
     """
-    from phf.records import read_scored
-    from phf.data.scoring import SIDECARS, score_corpus, sidecar
-    from phf.data.sources import iter_documents
-    from phf.evaluation.evaluate import add_kl, evaluate_run
-    from phf.report import write_report
-    from phf.tokenizer import save_tokenizer, train_tokenizer
-    from phf.train import train
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = _Timer(out_dir / "timings.json")
@@ -215,17 +198,9 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     one_seed = len(seeds) == 1
 
     scored = Path(base.data.scored_path)
-    if not scored.exists():
-        partial = scored.with_suffix(".partial.jsonl")
-        summary = timer.run("score", lambda: score_corpus(
-            iter_documents(base.data), str(partial), base.task.scorer, base.task.scorer_args,
-            num_workers=base.data.num_workers, threshold=base.task.misalignment_thresholds()))
-        partial.rename(scored)  # only a finished corpus counts as scored
-        for suffix in SIDECARS:  # its state, failures and lock go with it, as `phf score` leaves them
-            if sidecar(partial, suffix).exists():
-                sidecar(partial, suffix).rename(sidecar(scored, suffix))
-        (out_dir / "scoring_summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
-        log.info("scored: %s", summary.to_dict())
+    if not summary_path(scored).exists():  # written last: without it the corpus is not completely scored
+        summary = timer.run("score", lambda: score_dataset(base.data, base.task))  # continues a partial one
+        log.info("scored %d documents (%d failed) into %s", summary["documents"], summary["failed_documents"], scored)
 
     tok_dir = out_dir / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
@@ -233,7 +208,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
             (r.document for r in read_scored(scored)),
             base.tokenizer.vocab_size, base.tokenizer.train_max_bytes), tok_dir))
 
-    report_dirs, labels = [], []
+    report_dirs = []
     for seed in seeds:  # seed by seed: an interrupted sweep has whole seeds to compare
         dirs = {run.name: seed_dir(out_dir, run.name, seed, one_seed) for run in runs}
         seed_overrides = [f"training.seed={seed}", f"eval.seed={seed}", f"data.heldout_seed={heldout_seed}"] \
@@ -248,24 +223,19 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
                              start_dir=dirs.get(run.start_from), extra_configs=extra_configs)
             stage = run.name if one_seed else f"{run.name}/seed-{seed}"
             report_dirs.append(run_dir)
-            labels.append(run.name if one_seed else f"{run.name} (seed {seed})")
-            if (run_dir / "results.json").exists():
-                if reference and json.loads((run_dir / "results.json").read_text()).get("kl") is None:
+            files = RunFiles(run_dir)
+            if files.results.exists():
+                if reference and read_json(files.results).get("kl") is None:
                     timer.run(f"kl/{stage}", lambda: add_kl(run_dir, cfg.eval, reference))
                 else:
                     log.info("%s: already evaluated, skipping", run_dir)
                 continue
-            if not (run_dir / "train_summary.json").exists():
+            if not files.train_summary.exists():
                 timer.run(f"train/{stage}", lambda: train(cfg))
             timer.run(f"eval/{stage}", lambda: evaluate_run(run_dir, cfg.eval, cfg.task))
 
     report = timer.run("report", lambda: write_report(report_dirs, out_dir / "report.md",
                                                       title=title or f"phf sweep: {task}"))
-    if len(attributes) > 1:
-        section = conditioning_section(report_dirs, attributes, labels)
-        with open(out_dir / "report.md", "a") as f:
-            f.write("\n" + section)
-        report += "\n" + section
     log.info("finished in %.1f s (this invocation); report: %s", time.time() - t_start, out_dir / "report.md")
     print(report)
     print("stage timings (s):", json.dumps(timer.times))
