@@ -1,0 +1,117 @@
+"""Re-measure the README's findings with seeds: one `phf sweep` per task, grown one seed
+at a time, so that an interrupted measurement keeps whole seeds and a rerun continues.
+
+    python bench/findings.py                      # every task, 3 seeds
+    python bench/findings.py --tasks pep8 --seeds 42,43,44
+
+After each (task, number of seeds) the sweep's report and a summary of every run
+(results, the command, the commit, the CPU and the wall time) are copied to
+`docs/findings/<task>/`, which is meant to be committed as runs finish. The runs
+themselves stay under `runs/findings/<task>` (not in git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: task -> (objectives, finetune row): the issue's re-measurement plan
+PLAN = {
+    "pep8": ("mle,filtering,conditional,unlikelihood,rwr,awr", "conditional"),
+    "toxicity": ("mle,filtering,conditional,unlikelihood", "none"),
+    "pii": ("mle,filtering,conditional,unlikelihood", "none"),
+}
+
+
+#: the prose tasks' offline corpora (as `make demo TASK=...` prepares them)
+CORPORA = {"toxicity": "fortunes", "pii": "debian-docs"}
+
+
+def prepare_corpus(task: str) -> None:
+    if task in CORPORA and not (ROOT / "runs" / "corpora" / f"{CORPORA[task]}.jsonl").exists():
+        subprocess.run([sys.executable, "-m", "phf.data.prose_corpora", CORPORA[task],
+                        f"runs/corpora/{CORPORA[task]}.jsonl", "--fetch"], cwd=ROOT, check=True)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def run(task: str, seeds: list[int], out_root: Path, extra: list[str]) -> dict:
+    objectives, finetune = PLAN[task]
+    out = out_root / task
+    command = [sys.executable, "-m", "phf", "sweep", "--task", task, "--objectives", objectives,
+               "--finetune", finetune, "--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else ""),
+               "--out", str(out), *extra]
+    t0 = time.time()
+    subprocess.run(command, cwd=ROOT, check=True)
+    return {"command": " ".join(["phf", *command[3:]]), "seeds": seeds, "wall_seconds_this_invocation":
+            round(time.time() - t0, 1), "commit": commit(), "cpu": cpu_name(), "cores": _cores(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def publish(task: str, out_root: Path, meta: dict) -> None:
+    """Copy the report and every run's results next to the command that made them."""
+    src, dest = out_root / task, ROOT / "docs" / "findings" / task
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "report.md", dest / "report.md")
+    if (src / "report_figures").is_dir():
+        shutil.copytree(src / "report_figures", dest / "report_figures", dirs_exist_ok=True)
+    runs = {}
+    for results in sorted(src.glob("**/results.json")):
+        row = json.loads(results.read_text())
+        row.pop("scenarios", None), row.pop("kl_details", None)
+        runs[str(results.parent.relative_to(src))] = row
+    timings = json.loads((src / "timings.json").read_text()) if (src / "timings.json").exists() else {}
+    history = json.loads((dest / "runs.json").read_text()).get("invocations", []) if (dest / "runs.json").exists() \
+        else []
+    (dest / "runs.json").write_text(json.dumps({"invocations": [*history, meta], "stage_seconds": timings,
+                                                "runs": runs}, indent=1))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="pep8,toxicity,pii")
+    p.add_argument("--seeds", default="42,43,44")
+    p.add_argument("--out", default="runs/findings")
+    p.add_argument("extra", nargs="*", help="overrides passed to every sweep")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    out_root = ROOT / args.out
+    for k in range(1, len(seeds) + 1):  # seed by seed over the tasks: whole seeds first
+        for task in args.tasks.split(","):
+            prepare_corpus(task)
+            meta = run(task, seeds[:k], out_root, args.extra)
+            publish(task, out_root, meta)
+            print(f"findings: {task} with seeds {seeds[:k]} published to docs/findings/{task}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
