@@ -93,12 +93,21 @@ class ObjectiveConfig:
     attributes: list | None = None
     #: unlikelihood: weight of the unlikelihood term; AWR: weight of the LM term
     alpha: float = 1.0
+    #: unlikelihood: auto | threshold | score (auto, the released code's rule: weight
+    #: tokens by their scores when the threshold is 0, else split at the threshold)
+    weighting: str = "auto"
+    #: unlikelihood: clamp 1 - p at this value (1e-20 as the released code)
+    min_one_minus_p: float = 1e-20
     #: RWR/AWR temperature
     beta: float = 10.0
-    #: RWR/AWR: clip weights at this value (None: no clipping)
-    max_weight: float | None = None
+    #: RWR/AWR: clip weights at this value (1000 as the released code; None: no clipping)
+    max_weight: float | None = 1000.0
     #: AWR: subtract the value head's prediction (False gives RWR)
     value_baseline: bool = True
+    #: RWR/AWR: subtract this constant instead, with no value head (the released RWR: -0.5)
+    fixed_value: float | None = None
+    #: AWR: sigmoid (the released head: bias-free, -sigmoid, V in (-1, 0)) | linear
+    value_head: str = "sigmoid"
     #: AWR: the value head reads detached hidden states (no gradient into the trunk)
     detach_value_head: bool = False
 
@@ -358,6 +367,10 @@ def validate(cfg: Config) -> None:
           "set either objective.threshold or objective.percentile, not both")
     check(0 <= o.drop_token_fraction <= 1, "objective.drop_token_fraction", "must be in [0, 1]")
     positive(o.beta, "objective.beta")
+    check(o.weighting in ("auto", "threshold", "score"), "objective.weighting",
+          f"{o.weighting!r} is not one of auto, threshold, score")
+    check(0 < o.min_one_minus_p < 1, "objective.min_one_minus_p", f"must be in (0, 1), got {o.min_one_minus_p!r}")
+    check(o.value_head in ("sigmoid", "linear"), "objective.value_head", f"{o.value_head!r} is not one of sigmoid, linear")
     positive(o.max_weight, "objective.max_weight", allow_none=True)
     if o.name == "awr":
         check(0 <= o.alpha <= 1, "objective.alpha", f"AWR's alpha must be in [0, 1], got {o.alpha!r}")

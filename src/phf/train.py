@@ -225,7 +225,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
     if objective.needs_value_head:
         from phf.value_head import add_value_head, load_value_head
 
-        add_value_head(model, detach=cfg.objective.detach_value_head)
+        add_value_head(model, detach=cfg.objective.detach_value_head, kind=cfg.objective.value_head)
         if cfg.model.path:
             load_value_head(model, cfg.model.path)  # continue with a trained head when there is one
 

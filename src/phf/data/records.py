@@ -62,9 +62,9 @@ def validate_record(record, where: str) -> dict:
     if problem := utf8_problem(document):
         raise DataError(f"{where}: field 'texts' is not valid UTF-8 ({problem})", "not UTF-8")
     avg = record.get("avg_score")
-    if avg is None:  # the length-weighted mean, as Scorer.document_score
+    if avg is None:  # the plain mean of the segment scores, as the paper's datasets and Scorer.document_score
         def mean(column):
-            return sum(len(t) * s for t, s in zip(texts, column)) / len(document)
+            return sum(column) / len(column)  # not empty: the document is not
         record["avg_score"] = {a: mean(c) for a, c in scores.items()} if isinstance(scores, dict) else mean(scores)
     else:
         expected = set(scores) if isinstance(scores, dict) else None
