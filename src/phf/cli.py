@@ -54,9 +54,14 @@ def cmd_score(args) -> int:
     threshold = misalignment_thresholds(cfg)
     # a rerun of the same command continues the output; the source identifies "the same"
     source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers", "heldout_fraction")}
+    # and the documents that filtering's threshold (on avg_score) would remove
+    filtering = cfg.objective.threshold if cfg.objective.name == "filtering" else None
+    filtering = cfg.task.thresholds.get("filtering") if filtering is None else filtering
     summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,
                            num_workers=args.workers or cfg.data.num_workers, threshold=threshold,
-                           time_limit=args.time_limit or None, resume=not args.restart, source=source)
+                           time_limit=args.time_limit or None, resume=not args.restart, source=source,
+                           document_thresholds={} if filtering is None else {"filtering": float(filtering)},
+                           combine=cfg.task.combine, combine_weights=cfg.task.combine_weights)
     report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
               "source_read": stats.read, "source_skipped": stats.skipped}
     Path(str(out) + ".summary.json").write_text(json.dumps(report, indent=2))
