@@ -225,6 +225,15 @@ def test_awr_without_baseline_needs_alpha_1():
 def test_objective_from_config():
     ul = objective_from_config(ObjectiveConfig(name="unlikelihood", alpha=0.01), threshold=0.25)
     assert isinstance(ul, Unlikelihood) and (ul.threshold, ul.alpha) == (0.25, 0.01)
+    assert (ul.weighting, ul.min_one_minus_p, ul.score_weighted) == ("auto", 1e-20, False)
+    ul = objective_from_config(ObjectiveConfig(name="unlikelihood", weighting="threshold", min_one_minus_p=1e-5), 0.0)
+    assert (ul.min_one_minus_p, ul.score_weighted) == (1e-5, False)
+    with pytest.raises(ValueError, match="auto, threshold, score"):
+        Unlikelihood(weighting="soft")
+    rwr = objective_from_config(ObjectiveConfig(name="rwr", fixed_value=-0.5), threshold=0.0)
+    assert rwr.fixed_value == -0.5 and not rwr.needs_value_head
+    with pytest.raises(ValueError, match="alpha must be 1"):
+        objective_from_config(ObjectiveConfig(name="awr", alpha=0.5, fixed_value=-0.5), 0.0)
     awr = objective_from_config(
         ObjectiveConfig(name="awr", alpha=0.05, beta=1.0, max_weight=1000.0), threshold=0.0)
     assert isinstance(awr, AWR) and awr.needs_value_head
@@ -240,12 +249,12 @@ def test_objective_from_config():
     ("unlikelihood", dict(name="unlikelihood", alpha=1.0)),
     ("unlikelihood-toxicity", dict(name="unlikelihood", alpha=1.0)),
     ("unlikelihood-pii", dict(name="unlikelihood", alpha=1.0)),
-    ("unlikelihood-pep8", dict(name="unlikelihood", alpha=0.01)),
-    ("rwr", dict(name="rwr", beta=10.0)),
-    ("awr", dict(name="awr", alpha=0.5, beta=10.0)),
-    ("awr-toxicity", dict(name="awr", alpha=0.5, beta=10.0)),
-    ("awr-pii", dict(name="awr", alpha=0.5, beta=0.1)),
-    ("awr-pep8", dict(name="awr", alpha=0.05, beta=1.0)),
+    ("unlikelihood-pep8", dict(name="unlikelihood", alpha=0.01, weighting="auto", min_one_minus_p=1e-20)),
+    ("rwr", dict(name="rwr", beta=10.0, fixed_value=-0.5, max_weight=1000.0)),
+    ("awr", dict(name="awr", alpha=0.5, beta=10.0, max_weight=1000.0, value_head="sigmoid")),
+    ("awr-toxicity", dict(name="awr", alpha=0.5, beta=10.0, max_weight=1000.0, value_head="sigmoid")),
+    ("awr-pii", dict(name="awr", alpha=0.5, beta=0.1, max_weight=1000.0, value_head="sigmoid")),
+    ("awr-pep8", dict(name="awr", alpha=0.05, beta=1.0, max_weight=1000.0, value_head="sigmoid")),
 ])
 def test_objective_configs(file, expected):
     cfg = load_config([f"objectives/{file}"]).objective

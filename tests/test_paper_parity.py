@@ -22,11 +22,13 @@ from phf.config import ObjectiveConfig, load_config
 from phf.data.packing import PackSpec, encode_documents, pack
 from phf.data.records import validate_record
 from phf.data.scoring import ScoringSummary, score_corpus
+from phf.data.segment import split_lines
 from phf.data.transforms import keep_document
 from phf.objectives import AWR, IGNORE_INDEX, Unlikelihood, objective_from_config
 from phf.scorers import get_scorer
-from phf.scorers.base import document_average
-from phf.tokenizer import ALIGNED, add_control_tokens as add_control_vocab
+from phf.scorers.base import Scorer, document_average
+from phf.tokenizer import ALIGNED
+from phf.tokenizer import add_control_tokens as add_control_vocab
 from phf.value_head import add_value_head, compute_values
 
 PEP8_FILTERING = 0.002361  # the paper's PEP8 filtering threshold, on the plain mean
@@ -57,6 +59,22 @@ def test_every_pep8_scorer_defaults_to_the_mean(name):
     assert scorer.document_average == "mean"
     texts, scores = scorer.score_document(NEAR_THRESHOLD)
     assert scorer.document_score(texts, scores) == pytest.approx(0.0025)
+
+
+class _Chars(Scorer):
+    """A scorer that sets nothing about document scores: the base class's default."""
+
+    def segment(self, text):
+        return split_lines(text)
+
+    def score_segments(self, segments):
+        return [s.count("!") / len(s) for s in segments]
+
+
+def test_the_scorer_default_is_the_mean():
+    scorer = _Chars()
+    texts, scores = scorer.score_document("a!\nbcdefghi\n")  # 1/3 and 0 over lines of 3 and 9 chars
+    assert scorer.document_score(texts, scores) == pytest.approx(1 / 6)  # length-weighted: 1/12
 
 
 def test_document_average_by_hand():
@@ -174,7 +192,7 @@ def test_crlf_stdlib_files_score_like_their_lf_originals(pep8, code_texts, tmp_p
     rng = random.Random(0)
     for i, lf in enumerate(code_texts[:6]):
         lines = lf.split("\n")
-        for crlf in ("\r\n".join(lines), "".join(l + rng.choice(["\n", "\r\n"]) for l in lines[:-1]) + lines[-1]):
+        for crlf in ("\r\n".join(lines), "".join(ln + rng.choice(["\n", "\r\n"]) for ln in lines[:-1]) + lines[-1]):
             path = tmp_path / f"{i}.py"
             path.write_bytes(crlf.encode())
             got = phf_counts(pep8, crlf)
@@ -372,3 +390,17 @@ def test_eos_precedes_the_control_token(tiny_tokenizer, tmp_path):
     pack(records, tok, PackSpec(block_size=8, objective="conditional", heldout_fraction=0.0), tmp_path)
     ids = np.fromfile(tmp_path / "train.ids", dtype=np.uint32)
     assert ids[0] == tok.eos_token_id and ids[1] == tok.convert_tokens_to_ids(ALIGNED)
+
+
+# --- the new options are checked with the config ------------------------------------------
+
+@pytest.mark.parametrize("override, key", [
+    ("objective.weighting=soft", "objective.weighting"),
+    ("objective.value_head=tanh", "objective.value_head"),
+    ("objective.min_one_minus_p=0", "objective.min_one_minus_p"),
+])
+def test_bad_parity_options_are_config_errors(override, key):
+    from phf.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        load_config(["objectives/unlikelihood"], [override])

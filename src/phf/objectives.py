@@ -135,9 +135,9 @@ class Unlikelihood(Objective):
     1 - p < 1e-5.) In float32, log p of a token whose p is within ~6e-8 of 1 rounds to
     0, so such a token takes the clamped value under either clamp; a token with 1 - p
     between 6e-8 and 1e-5 keeps a gradient (about p per logit) under 1e-20 and has none
-    under 1e-5. Measured on a batch of 252 unlikelihood targets (vocabulary 256), 78 of
-    them with 1 - p log-uniform in [1e-9, 1e-3]: loss 7.42 with 1e-20 vs 3.33 with 1e-5,
-    gradient norm on those rows 0.032 vs 0.021, identical elsewhere (docs/PARITY.md).
+    under 1e-5. Measured on a batch of 252 unlikelihood targets (vocabulary 256), 80 of
+    them with 1 - p log-uniform in [1e-9, 1e-3]: loss 7.76 with 1e-20 vs 3.35 with 1e-5,
+    gradient norm on those rows 0.031 vs 0.024, identical elsewhere (bench/parity.py).
     The released code computes 1 - exp(log p) instead, which loses precision as p -> 1
     (-expm1 does not); the two differ by float32 rounding only.
     """

@@ -1,9 +1,9 @@
 """PEP8 scorer on ruff: the pycodestyle rules (E/W codes) in compiled code.
 
 Same scores as `phf.scorers.pep8` (violations per character, line by line; document
-score = the plain mean of the line scores unless `document_average="length_weighted"`), but the checks run in ruff, which
-implements pycodestyle's rules in Rust, on a whole batch of documents per process
-call. It is a fast approximation of pycodestyle, not a copy: `bench/scoring.py`
+score = the plain mean of the line scores, or with `document_average="length_weighted"`
+total violations / total characters), but the checks run in ruff, which implements
+pycodestyle's rules in Rust, on a whole batch of documents per process call. It is a fast approximation of pycodestyle, not a copy: `bench/scoring.py`
 measures how well the two agree (per document and per line). Use `pep8` when the
 exact pycodestyle counts matter.
 
@@ -20,7 +20,9 @@ What differs from pycodestyle, by design of ruff:
 
 `continuation_lines=True` closes the largest gap: pycodestyle's own continuation-line
 check (E12x/E131, which ruff lacks) runs on every document next to ruff. That is
-exact for those codes but costs about a third of a full pycodestyle run.
+exact for those codes but costs about a third of a full pycodestyle run. It is given
+the lines pycodestyle would read from the file (universal newlines), as `pep8` is;
+ruff itself reads "\r\n" files as files (no E275 on bare `return` lines).
 
 Needs the `ruff` executable: `pip install 'phf[fast]'` (or any `ruff>=0.6` on PATH).
 """
