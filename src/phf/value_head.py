@@ -4,7 +4,8 @@ Two kinds (`add_value_head(kind=...)`, config `objective.value_head`):
 
 * "sigmoid" (default): the paper's released head. A bias-free linear layer, initialised
   at zero, followed by -sigmoid: V in (-1, 0), V = -0.5 for every token at the start.
-  Rewards are -scores <= 0 and, for the paper's scorers, >= -1, so the range fits.
+  Rewards are -scores <= 0 and, for the paper's per-character and probability scores,
+  nearly always >= -1 (no stdlib line scores above 1 under PEP8), so the range fits.
 * "linear": a linear layer with a bias, initialised at zero: V unbounded, V = 0 at the
   start (AWR then starts as RWR).
 
