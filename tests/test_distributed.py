@@ -211,8 +211,8 @@ def test_value_head_trains_in_sync_and_is_saved(awr):
     assert a["after"]["value_head.weight"].abs().sum() > 0  # ... and trained
     saved = AutoModelForCausalLM.from_pretrained(two / "run")
     assert load_value_head(saved, two / "run")
-    assert torch.equal(saved.value_head.weight.detach(), a["after"]["value_head.weight"])
-    assert torch.equal(saved.value_head.bias.detach(), a["after"]["value_head.bias"])
+    for name, tensor in saved.value_head.state_dict().items():  # the default (released) head has no bias
+        assert torch.equal(tensor, a["after"][f"value_head.{name}"]), name
     value_losses = [r["objective/value_loss"] for r in metrics(two) if "objective/value_loss" in r]
     assert len(value_losses) == a["max_steps"]
 

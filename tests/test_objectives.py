@@ -24,7 +24,7 @@ def batch(seed=0):
     logits = 3 * torch.randn(B, T, V, generator=g, dtype=torch.float64)
     labels = torch.randint(0, V, (B, T), generator=g)
     labels[0, 3] = labels[1, 0] = labels[1, 5] = IGNORE_INDEX
-    logits[1, 1, labels[1, 2]] = 40.0  # p ~ 1: unlikelihood's clamp is exercised
+    logits[1, 1, labels[1, 2]] = 60.0  # 1 - p < 1e-20 (float64 too): unlikelihood's clamp is exercised
     scores = torch.rand(B, T, generator=g, dtype=torch.float64)
     values = -torch.rand(B, T, generator=g, dtype=torch.float64)
     return logits, labels, scores, values
@@ -54,31 +54,38 @@ def ref_mle(logits, labels, scores, values):
     return -mean(ref_logprobs(logits, labels).values())
 
 
-def ref_unlikelihood(threshold, alpha):
+def ref_unlikelihood(threshold, alpha, clamp=1e-20, score_weighted=False):
     def loss(logits, labels, scores, values):
         terms = []
         for (b, t), lp in ref_logprobs(logits, labels).items():
-            if scores[b, t + 1] <= threshold:
+            ul = -torch.log(torch.clamp(1 - torch.exp(lp), min=clamp))
+            if score_weighted:  # w = s in [0, 1]
+                w = min(max(float(scores[b, t + 1]), 0.0), 1.0)
+                terms.append(-(1 - w) * lp + alpha * w * ul)
+            elif scores[b, t + 1] <= threshold:
                 terms.append(-lp)
             else:
-                one_minus_p = torch.clamp(1 - torch.exp(lp), min=1e-5)
-                terms.append(-alpha * torch.log(one_minus_p))
+                terms.append(alpha * ul)
         return mean(terms)
     return loss
 
 
 def ref_awr(alpha, beta, max_weight=None, baseline=True):
+    """baseline: True (the values), False (none) or a number (a constant V)."""
     def loss(logits, labels, scores, values):
         lm, mse = [], []
         for (b, t), lp in ref_logprobs(logits, labels).items():
             reward = -float(scores[b, t + 1])  # the value at t predicts token t + 1's reward
-            advantage = reward - float(values[b, t].detach()) if baseline else reward  # a constant
+            if baseline is True:
+                advantage = reward - float(values[b, t].detach())  # a constant
+            else:
+                advantage = reward - (baseline or 0.0)
             weight = math.exp(advantage / beta)
             if max_weight is not None:
                 weight = min(weight, max_weight)
             lm.append(-weight * lp)
             mse.append((values[b, t] - reward) ** 2)
-        return alpha * mean(lm) + (1 - alpha) * mean(mse) if baseline else mean(lm)
+        return alpha * mean(lm) + (1 - alpha) * mean(mse) if baseline is True else mean(lm)
     return loss
 
 
@@ -106,10 +113,16 @@ def check_against_reference(objective, reference, seed=0):
     (MLE(), ref_mle),
     (Unlikelihood(threshold=0.5, alpha=0.3), ref_unlikelihood(0.5, 0.3)),
     (Unlikelihood(threshold=-1.0, alpha=0.7), ref_unlikelihood(-1.0, 0.7)),  # all misaligned
+    (Unlikelihood(threshold=0.5, alpha=0.3, min_one_minus_p=1e-5), ref_unlikelihood(0.5, 0.3, clamp=1e-5)),
+    (Unlikelihood(threshold=0.0, alpha=0.3), ref_unlikelihood(0.0, 0.3, score_weighted=True)),  # auto
+    (Unlikelihood(threshold=0.5, alpha=0.3, weighting="score"), ref_unlikelihood(0.5, 0.3, score_weighted=True)),
+    (Unlikelihood(threshold=0.0, alpha=0.3, weighting="threshold"), ref_unlikelihood(0.0, 0.3)),
     (AWR(alpha=0.4, beta=0.5), ref_awr(0.4, 0.5)),
     (AWR(alpha=0.4, beta=0.1, max_weight=3.0), ref_awr(0.4, 0.1, 3.0)),  # clipping active
     (AWR(alpha=1.0, beta=2.0, value_baseline=False), ref_awr(1.0, 2.0, baseline=False)),
-], ids=["mle", "ul", "ul-all-misaligned", "awr", "awr-clipped", "rwr"])
+    (AWR(alpha=1.0, beta=2.0, fixed_value=-0.5), ref_awr(1.0, 2.0, baseline=-0.5)),
+], ids=["mle", "ul", "ul-all-misaligned", "ul-clamp-1e-5", "ul-auto-score", "ul-score", "ul-hard-at-0",
+        "awr", "awr-clipped", "rwr", "rwr-fixed-value"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_objective_matches_float64_reference(objective, reference, seed):
     check_against_reference(objective, reference, seed)
@@ -212,6 +225,15 @@ def test_awr_without_baseline_needs_alpha_1():
 def test_objective_from_config():
     ul = objective_from_config(ObjectiveConfig(name="unlikelihood", alpha=0.01), threshold=0.25)
     assert isinstance(ul, Unlikelihood) and (ul.threshold, ul.alpha) == (0.25, 0.01)
+    assert (ul.weighting, ul.min_one_minus_p, ul.score_weighted) == ("auto", 1e-20, False)
+    ul = objective_from_config(ObjectiveConfig(name="unlikelihood", weighting="threshold", min_one_minus_p=1e-5), 0.0)
+    assert (ul.min_one_minus_p, ul.score_weighted) == (1e-5, False)
+    with pytest.raises(ValueError, match="auto, threshold, score"):
+        Unlikelihood(weighting="soft")
+    rwr = objective_from_config(ObjectiveConfig(name="rwr", fixed_value=-0.5), threshold=0.0)
+    assert rwr.fixed_value == -0.5 and not rwr.needs_value_head
+    with pytest.raises(ValueError, match="alpha must be 1"):
+        objective_from_config(ObjectiveConfig(name="awr", alpha=0.5, fixed_value=-0.5), 0.0)
     awr = objective_from_config(
         ObjectiveConfig(name="awr", alpha=0.05, beta=1.0, max_weight=1000.0), threshold=0.0)
     assert isinstance(awr, AWR) and awr.needs_value_head
@@ -227,12 +249,12 @@ def test_objective_from_config():
     ("unlikelihood", dict(name="unlikelihood", alpha=1.0)),
     ("unlikelihood-toxicity", dict(name="unlikelihood", alpha=1.0)),
     ("unlikelihood-pii", dict(name="unlikelihood", alpha=1.0)),
-    ("unlikelihood-pep8", dict(name="unlikelihood", alpha=0.01)),
-    ("rwr", dict(name="rwr", beta=10.0)),
-    ("awr", dict(name="awr", alpha=0.5, beta=10.0)),
-    ("awr-toxicity", dict(name="awr", alpha=0.5, beta=10.0)),
-    ("awr-pii", dict(name="awr", alpha=0.5, beta=0.1)),
-    ("awr-pep8", dict(name="awr", alpha=0.05, beta=1.0)),
+    ("unlikelihood-pep8", dict(name="unlikelihood", alpha=0.01, weighting="auto", min_one_minus_p=1e-20)),
+    ("rwr", dict(name="rwr", beta=10.0, fixed_value=-0.5, max_weight=1000.0)),
+    ("awr", dict(name="awr", alpha=0.5, beta=10.0, max_weight=1000.0, value_head="sigmoid")),
+    ("awr-toxicity", dict(name="awr", alpha=0.5, beta=10.0, max_weight=1000.0, value_head="sigmoid")),
+    ("awr-pii", dict(name="awr", alpha=0.5, beta=0.1, max_weight=1000.0, value_head="sigmoid")),
+    ("awr-pep8", dict(name="awr", alpha=0.05, beta=1.0, max_weight=1000.0, value_head="sigmoid")),
 ])
 def test_objective_configs(file, expected):
     cfg = load_config([f"objectives/{file}"]).objective

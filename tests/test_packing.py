@@ -15,9 +15,7 @@ from phf.tokenizer import ALIGNED, MISALIGNED, add_control_tokens as add_control
 
 
 def _record(texts, scores):
-    total = sum(map(len, texts))
-    return {"texts": texts, "scores": scores,
-            "avg_score": sum(len(t) * s for t, s in zip(texts, scores)) / total, "meta": {}}
+    return {"texts": texts, "scores": scores, "avg_score": sum(scores) / len(scores), "meta": {}}
 
 
 def _records(n, seed=0, lines=8):

@@ -59,10 +59,15 @@ def test_repeated_violations_on_one_line_all_count(scorer):
     assert scores[0] == pytest.approx(2 / len(code))
 
 
-def test_document_score_is_violations_per_character(scorer):
-    code = "x=1\n" + "y = 2\n" * 9
+def test_document_score_is_the_mean_of_line_scores_or_length_weighted(scorer):
+    code = "x=1\n" + "y = 2\n" * 9  # one violation (E225) on the 4-character first line
     texts, scores = scorer.score_document(code)
-    assert scorer.document_score(texts, scores) == pytest.approx(1 / len(code))
+    # the paper's avg_score: the plain mean of the 10 line scores, (1/4 + 9 * 0) / 10
+    assert scorer.document_score(texts, scores) == pytest.approx(0.025)
+    weighted = get_scorer("pep8", document_average="length_weighted")
+    assert weighted.document_score(texts, scores) == pytest.approx(1 / 58)  # violations / characters
+    with pytest.raises(ValueError, match="document_average"):
+        get_scorer("pep8", document_average="median")
 
 
 def test_text_without_final_newline_keeps_exact_text(scorer):

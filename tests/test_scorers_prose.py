@@ -271,9 +271,11 @@ def test_pii_per_character_and_document_score(pii):
     assert "".join(segments) == doc and len(segments) == 3
     assert scores[0] == pytest.approx(2 / len(segments[0]))
     assert scores[1:] == [0.0, 0.0]
-    assert pii.document_score(segments, scores) == pytest.approx(2 / len(doc))
-    mean = PIIScorer(names=False, document_average="mean")
-    assert mean.document_score(segments, scores) == pytest.approx(scores[0] / 3)
+    # default: the plain mean of the sentence scores, as the paper's scored Pile
+    assert pii.document_score(segments, scores) == pytest.approx(scores[0] / 3)
+    for name in ("length_weighted", "chars"):  # total items / total characters
+        weighted = PIIScorer(names=False, document_average=name)
+        assert weighted.document_score(segments, scores) == pytest.approx(2 / len(doc))
 
 
 def test_overlapping_finds_count_once(pii):

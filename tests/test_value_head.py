@@ -1,6 +1,8 @@
 """The AWR value head: a model parameter that trains from the value loss only and
 round-trips through save_pretrained / from_pretrained."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
@@ -33,17 +35,34 @@ def awr_step(model, objective, seed=0):
     return objective(out.logits, labels, scores, values)
 
 
-def test_value_head_is_a_zero_initialised_model_parameter():
+@pytest.mark.parametrize("kind, keys, start", [
+    ("sigmoid", {"value_head.weight"}, -0.5),  # the released head: -sigmoid(0)
+    ("linear", {"value_head.weight", "value_head.bias"}, 0.0),
+])
+def test_value_head_is_a_zero_initialised_model_parameter(kind, keys, start):
     model = tiny_gpt2()
-    add_value_head(model)
-    names = {name for name, _ in model.named_parameters()}
-    assert {"value_head.weight", "value_head.bias"} <= names
-    assert {"value_head.weight", "value_head.bias"} <= set(model.state_dict())
-    assert not model.value_head.weight.any() and not model.value_head.bias.any()
+    add_value_head(model, kind=kind)
+    names = {name for name, _ in model.named_parameters() if name.startswith("value_head.")}
+    assert names == keys == {k for k in model.state_dict() if k.startswith("value_head.")}
+    assert not any(p.any() for p in model.value_head.parameters())
+    assert model.config.phf_value_head == kind
     input_ids, _, _ = inputs()
     hidden = model(input_ids, output_hidden_states=True).hidden_states[-1]
     values = compute_values(model, hidden)
-    assert values.shape == input_ids.shape and not values.any()
+    assert values.shape == input_ids.shape and (values == start).all()
+
+
+def test_add_value_head_defaults_to_the_released_sigmoid_head():
+    model = tiny_gpt2()
+    add_value_head(model)
+    assert model.value_head.kind == "sigmoid" and model.value_head.bias is None
+    torch.nn.init.normal_(model.value_head.weight, std=10.0)  # large pre-activations
+    hidden = torch.randn(2, 5, 32)
+    values = compute_values(model, hidden)
+    torch.testing.assert_close(values, -torch.sigmoid(hidden @ model.value_head.weight[0]))
+    assert ((values >= -1) & (values <= 0)).all() and values.min() < -0.99 and values.max() > -0.01
+    with pytest.raises(ValueError, match="sigmoid, linear"):
+        add_value_head(model, kind="tanh")
 
 
 def test_compute_values_finds_the_head_through_a_wrapper():
@@ -56,20 +75,23 @@ def test_compute_values_finds_the_head_through_a_wrapper():
     assert torch.equal(compute_values(wrapper, hidden), compute_values(model, hidden))
 
 
+@pytest.mark.parametrize("kind", ["sigmoid", "linear"])
 @pytest.mark.parametrize("shard", [False, True])
-def test_save_and_reload_round_trip_exactly(tmp_path, shard):
+def test_save_and_reload_round_trip_exactly(tmp_path, shard, kind):
     model = tiny_gpt2()
-    add_value_head(model)
-    torch.nn.init.normal_(model.value_head.weight)
-    torch.nn.init.normal_(model.value_head.bias)
+    add_value_head(model, kind=kind)
+    for p in model.value_head.parameters():
+        torch.nn.init.normal_(p)
     model.save_pretrained(tmp_path, **({"max_shard_size": "20KB"} if shard else {}))
     assert (tmp_path / "model.safetensors.index.json").exists() == shard
 
     reloaded, info = AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
     # transformers loads the LM, reports the head's keys as unexpected and drops them
-    assert set(info["unexpected_keys"]) == {"value_head.weight", "value_head.bias"}
+    head_keys = {"value_head.weight"} | ({"value_head.bias"} if kind == "linear" else set())
+    assert set(info["unexpected_keys"]) == head_keys
     assert not info["missing_keys"] and not hasattr(reloaded, "value_head")
     assert load_value_head(reloaded, tmp_path)
+    assert reloaded.value_head.kind == kind
 
     expected, actual = model.state_dict(), reloaded.state_dict()
     assert set(expected) == set(actual)
@@ -82,6 +104,29 @@ def test_save_and_reload_round_trip_exactly(tmp_path, shard):
         assert torch.equal(a.logits, b.logits)
         assert torch.equal(compute_values(model, a.hidden_states[-1]),
                            compute_values(reloaded, b.hidden_states[-1]))
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "linear"])
+def test_a_checkpoint_without_the_recorded_kind_is_read_from_its_keys(tmp_path, kind):
+    """Checkpoints saved before the kind was recorded: a bias means "linear"."""
+    model = tiny_gpt2()
+    add_value_head(model, kind=kind)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config.pop("phf_value_head") == kind
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert load_value_head(reloaded, tmp_path) and reloaded.value_head.kind == kind
+
+
+def test_loading_into_a_head_of_another_kind_is_an_error(tmp_path):
+    model = tiny_gpt2()
+    add_value_head(model, kind="linear")
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    add_value_head(reloaded, kind="sigmoid")
+    with pytest.raises(ValueError, match="saved value head is 'linear'.*'sigmoid'"):
+        load_value_head(reloaded, tmp_path)
 
 
 def test_load_into_an_existing_head_keeps_its_settings(tmp_path):

@@ -244,7 +244,13 @@ def train(cfg: Config, resume: bool = False) -> Path:
                           pad_to_multiple_of=cfg.model.pad_vocab_to_multiple_of)
     objective = objective_from_config(cfg.objective, threshold)
     if objective.needs_value_head:
+<<<<<<< HEAD
         add_value_head(model, detach=cfg.objective.detach_value_head)
+=======
+        from phf.value_head import add_value_head, load_value_head
+
+        add_value_head(model, detach=cfg.objective.detach_value_head, kind=cfg.objective.value_head)
+>>>>>>> parity
         if cfg.model.path:
             load_value_head(model, cfg.model.path)  # continue with a trained head when there is one
 

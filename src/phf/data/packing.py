@@ -2,10 +2,23 @@
 
 Each document is tokenized whole (with control tokens inserted for conditional
 training), and each token takes the score of the segment its first character lies
+<<<<<<< HEAD
 in. Documents are joined with EOS and cut into blocks of `block_size`. A held-out
 split is drawn by document with a seeded RNG (`heldout_seed`, else `seed`), so it is the
 same documents for every objective at the same seed; filtering applies to the training
 split only.
+=======
+in. Each document is opened by EOS, which takes the score of the document's first
+segment, as in the paper's released packing (its end-of-text token starts each
+document, in the first segment's text); the stream is cut into blocks of
+`block_size`. The tokens are the same as with EOS closing each document, except at
+the ends of the stream; what changes is EOS's score as a target (predicted after the
+previous document's last token): the next document's first-segment score, where
+closing EOS would carry 0 (docs/PARITY.md).
+
+A held-out split is drawn by document with a seeded RNG, so it is the same documents
+for every objective at the same seed; filtering applies to the training split only.
+>>>>>>> parity
 
 Blocks stream to flat binary files (`<split>.ids` uint32, `<split>.scores` float32),
 so memory stays flat however large the corpus; `PackedDataset` memory-maps them.
@@ -170,7 +183,6 @@ def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     eos = np.asarray([tokenizer.eos_token_id], dtype=np.uint32)
-    eos_score = np.zeros(1, dtype=np.float32)
     # separate streams, so the held-out split is the same documents for every objective
     split_rng = random.Random(spec.seed if spec.heldout_seed is None else spec.heldout_seed)
     drop_rng = random.Random(spec.seed + 1)
@@ -179,13 +191,15 @@ def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: st
     it = iter(records)
     bar = tqdm(total=total, desc="packing", unit="doc")
     threads = threads or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    in_flight: deque = deque()  # (records in the batch, splits, future of the encodings), oldest first
+    # (records in the batch, splits, first segments' scores, future of the encodings), oldest first
+    in_flight: deque = deque()
     byte_lengths = token_byte_lengths(tokenizer)
 
     def write_oldest() -> None:
-        n_records, splits, encoded = in_flight.popleft()
-        for split, (ids, scores) in zip(splits, encoded.result()):
-            writers[split].add(np.concatenate([ids, eos]), np.concatenate([scores, eos_score]))
+        n_records, splits, first_scores, encoded = in_flight.popleft()
+        for split, first, (ids, scores) in zip(splits, first_scores, encoded.result()):
+            # EOS opens the document with its first segment's score (the released packing)
+            writers[split].add(np.concatenate([eos, ids]), np.concatenate([first, scores]))
             stats.documents[split] += 1
             stats.tokens[split] += len(ids) + 1
         bar.update(n_records)
@@ -193,7 +207,7 @@ def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: st
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="pack") as pool:
             while batch := _next_batch(it, batch_documents, batch_chars):
-                docs, splits = [], []
+                docs, splits, firsts = [], [], []
                 for record in batch:
                     split = "heldout" if split_rng.random() < spec.heldout_fraction else "train"
                     texts = record.texts
@@ -206,7 +220,9 @@ def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: st
                         texts = _with_control_tokens(record, texts, scores, spec, drop_rng)
                     docs.append((texts, scores))
                     splits.append(split)
-                in_flight.append((len(batch), splits, pool.submit(encode_documents, tokenizer, docs, byte_lengths)))
+                    firsts.append(np.asarray(scores[:1], dtype=np.float32))
+                in_flight.append((len(batch), splits, firsts,
+                                  pool.submit(encode_documents, tokenizer, docs, byte_lengths)))
                 if len(in_flight) > threads:  # keep every thread busy, and memory to a few batches
                     write_oldest()
             while in_flight:

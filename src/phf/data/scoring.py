@@ -50,6 +50,7 @@ from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
+<<<<<<< HEAD
 from phf.data.config import DataConfig
 from phf.data.sources import iter_documents
 from phf.errors import DataError
@@ -58,6 +59,12 @@ from phf.records import ScoredRecord, ScoredWriter, complete_lines
 from phf.runfiles import write_json
 from phf.scorers import Scorer, get_scorer, scorer_class
 from phf.scorers.config import TaskConfig
+=======
+from phf.data.records import ScoredWriter, complete_lines
+from phf.data.sources import DataError
+from phf.scorers import Scorer, get_scorer
+from phf.scorers.multi import combine_scores
+>>>>>>> parity
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,13 @@ class ScoringSummary:
     resumed_documents: int = 0
     #: multi-attribute records: {attribute: {mean_segment_score, mean_document_score, misaligned_fraction}}
     attribute_means: dict = field(default_factory=dict)
+    #: document thresholds by objective ({"filtering": t}): a document whose avg_score is
+    #: above t is removed (multi-attribute avg_scores combined by `combine`, as in training)
+    document_thresholds: dict = field(default_factory=dict)
+    combine: str = "max"
+    combine_weights: dict = field(default_factory=dict)
+    #: {objective: {threshold, removed_documents, removed_fraction}} for `document_thresholds`
+    removed_by_threshold: dict = field(default_factory=dict)
     # attribute (None: single) -> [sum of segment scores, sum of document scores, misaligned segments]
     _sums: dict = field(default_factory=dict, repr=False)
 
@@ -117,6 +131,14 @@ class ScoringSummary:
                 self.attribute_means[name] = {"mean_segment_score": sums[0] / max(self.segments, 1),
                                               "mean_document_score": sums[1] / max(self.documents, 1),
                                               "misaligned_fraction": sums[2] / max(self.segments, 1)}
+        if self.document_thresholds:
+            document = avg if not isinstance(avg, dict) else combine_scores(
+                {a: [v] for a, v in avg.items()}, self.combine, self.combine_weights)[0]
+            for objective, threshold in self.document_thresholds.items():
+                entry = self.removed_by_threshold.setdefault(
+                    objective, {"threshold": threshold, "removed_documents": 0, "removed_fraction": 0.0})
+                entry["removed_documents"] += document > threshold
+                entry["removed_fraction"] = entry["removed_documents"] / self.documents
 
     def _threshold(self, attribute: str | None) -> float:
         if isinstance(self.threshold, dict):
@@ -461,11 +483,15 @@ def _resume(out: Path, failures_path: Path, state_path: Path, state: dict, summa
 def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: dict | None = None,
                  num_workers: int | None = None, chunk_size: int | None = None, threshold: float | dict = 0.0,
                  total: int | None = None, time_limit: float | None = DEFAULT_TIME_LIMIT,
-                 resume: bool = True, source: dict | None = None) -> ScoringSummary:
+                 resume: bool = True, source: dict | None = None, document_thresholds: dict | None = None,
+                 combine: str = "max", combine_weights: dict | None = None) -> ScoringSummary:
     """Score `docs` with the named scorer and write scored records to `out_path`.
 
     `threshold` only feeds the summary's count of misaligned segments (score > threshold;
-    a {attribute: threshold} mapping for multi-attribute scorers).
+    a {attribute: threshold} mapping for multi-attribute scorers). `document_thresholds`
+    ({objective: threshold on avg_score}, e.g. {"filtering": 0.002361}) feed its
+    `removed_by_threshold`: the documents each would remove; `combine` and
+    `combine_weights` (the task's) make one score of a multi-attribute avg_score.
     `time_limit` is per document, in seconds (None: no limit). With `resume` (the
     default) an existing JSONL output of the same scorer and `source` (a description
     of where `docs` come from, e.g. the data config) is continued, not overwritten;
@@ -479,7 +505,9 @@ def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: 
     failures_path, state_path = sidecar(out, ".failures.jsonl"), sidecar(out, ".state.json")
     # normalised through JSON, as it will be read back
     state = json.loads(json.dumps({"scorer": scorer, "scorer_args": scorer_args, "source": source}))
-    summary = ScoringSummary(threshold=threshold, time_limit=time_limit)
+    summary = ScoringSummary(threshold=threshold, time_limit=time_limit,
+                             document_thresholds=dict(document_thresholds or {}), combine=combine,
+                             combine_weights=dict(combine_weights or {}))
     lock = _lock(out)
     pool = bar = None
     ok = False

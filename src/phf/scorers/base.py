@@ -41,14 +41,39 @@ class Scorer(ABC):
         """One score per whole text (used on generated samples)."""
         return self.score_segments(list(texts))
 
-    def document_score(self, segments: Sequence[str], scores: Sequence[float]) -> float:
-        """A document's `avg_score`: the length-weighted mean of its segment scores.
+    #: how `document_score` averages segment scores: "mean" or "length_weighted"
+    #: (see `document_average`); scorers that take it as an argument set it per instance
+    document_average: str = "mean"
 
-        With per-character scores (PEP8 violations per character, PII items per character)
-        this is exactly "total items / total characters" of the document. Scorers whose
-        scores are probabilities (toxicity) may override it with a plain mean.
-        """
-        total = sum(len(s) for s in segments)
-        if total == 0:
-            return 0.0
-        return sum(len(s) * x for s, x in zip(segments, scores)) / total
+    def document_score(self, segments: Sequence[str], scores: Sequence[float]) -> float:
+        """A document's `avg_score`, by `self.document_average` (see `document_average`)."""
+        return document_average(segments, scores, self.document_average)
+
+
+#: the ways a document's score is made from its segments' scores
+DOCUMENT_AVERAGES = ("mean", "length_weighted")
+
+
+def check_document_average(value: str) -> str:
+    """`value` if it names a document average, else a ValueError listing the choices."""
+    if value not in DOCUMENT_AVERAGES:
+        raise ValueError(f"document_average must be one of {', '.join(DOCUMENT_AVERAGES)}, not {value!r}")
+    return value
+
+
+def document_average(segments: Sequence[str], scores: Sequence[float], how: str = "mean") -> float:
+    """A document's score from its segments' scores (0 for a document without segments).
+
+    * "mean": the plain mean of the segment scores. The paper's scored datasets (PEP8
+      codeparrot, toxicity and PII Pile) set `avg_score` this way, so the paper's
+      filtering thresholds (e.g. PEP8 0.002361) are on this scale.
+    * "length_weighted": each segment weighted by its length in characters. With
+      per-character scores (PEP8 violations, PII items) this is total items / total
+      characters of the document, so a violation on a 3-character line weighs no more
+      than one on a 90-character line. Its scale differs from "mean": a threshold
+      must be set for it (see configs/tasks/pep8.yaml).
+    """
+    if check_document_average(how) == "mean":
+        return sum(scores) / len(scores) if len(scores) else 0.0
+    total = sum(len(s) for s in segments)
+    return sum(len(s) * x for s, x in zip(segments, scores)) / total if total else 0.0

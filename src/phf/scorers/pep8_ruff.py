@@ -1,9 +1,9 @@
 """PEP8 scorer on ruff: the pycodestyle rules (E/W codes) in compiled code.
 
 Same scores as `phf.scorers.pep8` (violations per character, line by line; document
-score = total violations / total characters), but the checks run in ruff, which
-implements pycodestyle's rules in Rust, on a whole batch of documents per process
-call. It is a fast approximation of pycodestyle, not a copy: `bench/scoring.py`
+score = the plain mean of the line scores, or with `document_average="length_weighted"`
+total violations / total characters), but the checks run in ruff, which implements
+pycodestyle's rules in Rust, on a whole batch of documents per process call. It is a fast approximation of pycodestyle, not a copy: `bench/scoring.py`
 measures how well the two agree (per document and per line). Use `pep8` when the
 exact pycodestyle counts matter.
 
@@ -20,7 +20,9 @@ What differs from pycodestyle, by design of ruff:
 
 `continuation_lines=True` closes the largest gap: pycodestyle's own continuation-line
 check (E12x/E131, which ruff lacks) runs on every document next to ruff. That is
-exact for those codes but costs about a third of a full pycodestyle run.
+exact for those codes but costs about a third of a full pycodestyle run. It is given
+the lines pycodestyle would read from the file (universal newlines), as `pep8` is;
+ruff itself reads "\r\n" files as files (no E275 on bare `return` lines).
 
 Needs the `ruff` executable: `pip install 'phf[fast]'` (or any `ruff>=0.6` on PATH).
 """
@@ -29,24 +31,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-from bisect import bisect_right
 from typing import Sequence
 
 from phf.scorers.segment import split_lines
-from phf.scorers.base import Scorer
+from phf.scorers.base import Scorer, check_document_average
+from phf.scorers.pep8 import lines_as_read, newline_line_numbers
 
 #: pycodestyle's DEFAULT_IGNORE, in the codes ruff knows (E121, E123, E126 and
 #: W503/W504 have no ruff rule; E24 is E241/E242)
 DEFAULT_IGNORE = ("E226", "E241", "E242", "E704")
 #: the code charged for a file that does not parse (pycodestyle's "could not check")
 SYNTAX_ERROR = "E901"
-
-_RUFF_NEWLINE = re.compile(r"\r\n|\r|\n")
-
 
 def find_ruff(path: str | None = None) -> str:
     """The ruff executable: `path`, the `ruff` Python package's binary, or PATH."""
@@ -69,7 +67,8 @@ class RuffPEP8Scorer(Scorer):
 
     `ignore`/`select` take pycodestyle codes or prefixes (as ruff selectors); by default
     all E and W rules except pycodestyle's default ignore list. `ruff` is the path of
-    the executable (found automatically when None).
+    the executable (found automatically when None). `document_average`: "mean" (the
+    paper's) or "length_weighted", for `document_score`.
     """
 
     name = "pep8-ruff"
@@ -78,7 +77,8 @@ class RuffPEP8Scorer(Scorer):
 
     def __init__(self, ignore: Sequence[str] | None = None, select: Sequence[str] | None = None,
                  max_line_length: int = 79, ruff: str | None = None, timeout: float = 600.0,
-                 continuation_lines: bool = False):
+                 continuation_lines: bool = False, document_average: str = "mean"):
+        self.document_average = check_document_average(document_average)
         self.ruff = find_ruff(ruff)
         self._continuation = _continuation_options(ignore, select, max_line_length) if continuation_lines else None
         self.timeout = timeout
@@ -137,7 +137,7 @@ class RuffPEP8Scorer(Scorer):
         self.failures += len(syntax_seen)
         for i, text in enumerate(texts):
             if found[i] and "\r" in text:
-                found[i] = _renumber(text, found[i])
+                found[i] = newline_line_numbers(text, found[i])
             if self._continuation is not None and text:
                 found[i] += _continuation_violations(text, self._continuation)
         return found
@@ -186,19 +186,8 @@ def _continuation_violations(text: str, options) -> list[tuple[int, str]]:
     from phf.scorers.pep8 import _CountingReport
 
     report = _CountingReport(options)
-    try:
-        pycodestyle.Checker(lines=split_lines(text), options=options, report=report).check_all()
+    try:  # the lines pycodestyle would read from the file, as in PEP8Scorer
+        pycodestyle.Checker(lines=lines_as_read(text), options=options, report=report).check_all()
     except Exception:  # noqa: BLE001 - a file pycodestyle cannot tokenize: ruff already counted it
         return []
-    return [(n, c) for n, c in report.violations if c.startswith(("E12", "E13"))]
-
-
-def _renumber(text: str, found: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    """Ruff's line numbers (\\r, \\n and \\r\\n end lines) -> "\\n"-only line numbers."""
-    ruff_starts = [0] + [m.end() for m in _RUFF_NEWLINE.finditer(text)]
-    nl_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-    out = []
-    for row, code in found:
-        offset = ruff_starts[min(row, len(ruff_starts)) - 1]
-        out.append((bisect_right(nl_starts, offset), code))
-    return out
+    return newline_line_numbers(text, [(n, c) for n, c in report.violations if c.startswith(("E12", "E13"))])

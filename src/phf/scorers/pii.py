@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from phf.scorers.segment import get_segmenter
-from phf.scorers.base import Scorer
+from phf.scorers.base import Scorer, check_document_average
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,10 @@ class PIIScorer(Scorer):
             sentence (the domain's dot may be the full stop), so every "... at home."
             counts as PII; the paper's data had that. Off by default: an email then
             needs an "@" and a dotted domain.
-        document_average: "chars": a document's score is its total items / total
-            characters (the length-weighted mean of sentence scores); "mean": the plain
-            mean of its sentence scores, which is how the paper's scored Pile
-            (tomekkorbak/pii-pile-*) computed avg_score and so the scale of its
-            thresholds.
+        document_average: "mean" (default): a document's score is the plain mean of its
+            sentence scores, as the paper's scored Pile (tomekkorbak/pii-pile-*) computed
+            avg_score, and so the scale of its thresholds; "length_weighted" (alias
+            "chars"): total items / total characters (see `phf.scorers.base.document_average`).
     """
 
     name = "pii"
@@ -68,10 +67,10 @@ class PIIScorer(Scorer):
     def __init__(self, detectors: Sequence[str] = DEFAULT_DETECTORS, addresses: bool = True,
                  address_countries: Sequence[str] = ("US",), names: bool | str = "auto",
                  spacy_model: str = "en_core_web_sm", entities: Sequence[str] = DEFAULT_ENTITIES,
-                 locale: str = "en_US", email_at_word: bool = False, document_average: str = "chars",
+                 locale: str = "en_US", email_at_word: bool = False, document_average: str = "mean",
                  segmenter: str = "sentences"):
-        if document_average not in ("chars", "mean"):
-            raise ValueError(f"document_average must be 'chars' or 'mean', not {document_average!r}")
+        document_average = check_document_average(
+            "length_weighted" if document_average == "chars" else document_average)
         if names not in (True, False, "auto"):
             raise ValueError(f"names must be True, False or 'auto', not {names!r}")
         try:
@@ -148,12 +147,6 @@ class PIIScorer(Scorer):
     def score_segments(self, segments: Sequence[str]) -> list[float]:
         found = self._find_many(list(segments))
         return [len(f) / len(s) if s else 0.0 for s, f in zip(segments, found)]
-
-    def document_score(self, segments: Sequence[str], scores: Sequence[float]) -> float:
-        """Total items / total characters, or the plain mean (see `document_average`)."""
-        if self.document_average == "mean":
-            return sum(scores) / len(scores) if scores else 0.0
-        return super().document_score(segments, scores)
 
 
 def _may_find(detector, lowered_text: str) -> bool:

@@ -16,7 +16,7 @@
 
 The paper scored each sentence of the Pile with Detoxify ("original" for the training
 data, "unbiased" for samples at evaluation time) and gave a document the plain mean of
-its sentence probabilities; `document_score` does the same (see its docstring).
+its sentence probabilities; `document_score` does the same (the Scorer default, "mean").
 """
 
 from __future__ import annotations
@@ -101,14 +101,6 @@ class ToxicityScorer(Scorer):
             out.append((d, flat[pos:pos + len(d)]))
             pos += len(d)
         return out
-
-    def document_score(self, segments: Sequence[str], scores: Sequence[float]) -> float:
-        """The plain mean of the sentence probabilities, as in the paper's scored Pile.
-
-        Its thresholds (e.g. 0.00078 for filtering) are on this scale, and a plain mean
-        keeps one short toxic sentence from being diluted by long clean ones.
-        """
-        return sum(scores) / len(scores) if scores else 0.0
 
 
 # --- backends -------------------------------------------------------------------------
