@@ -11,7 +11,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from phf.config import ObjectiveConfig, load_config
+from phf.config import load_config
+from phf.objective_config import AWRConfig, RWRConfig, make_objective_config
 from phf.objectives import (
     AWR, IGNORE_INDEX, MLE, Unlikelihood, build_objective, objective_from_config)
 
@@ -204,7 +205,9 @@ def test_awr_lm_term_sends_no_gradient_to_the_values(alpha):
 
 
 def test_rwr_is_awr_without_baseline_from_config():
-    rwr = objective_from_config(ObjectiveConfig(name="rwr", beta=2.0, alpha=0.3), threshold=0.0)
+    with pytest.raises(ValueError, match="alpha"):  # RWR's alpha is 1 by definition: not a setting
+        make_objective_config(name="rwr", alpha=0.3)
+    rwr = objective_from_config(make_objective_config(name="rwr", beta=2.0), threshold=0.0)
     assert isinstance(rwr, AWR) and rwr.name == "rwr"
     assert not rwr.needs_value_head and rwr.alpha == 1.0
     logits, labels, scores, _ = batch()
@@ -219,27 +222,27 @@ def test_rwr_is_awr_without_baseline_from_config():
 
 def test_awr_without_baseline_needs_alpha_1():
     with pytest.raises(ValueError, match="alpha must be 1"):
-        objective_from_config(ObjectiveConfig(name="awr", alpha=0.5, value_baseline=False), 0.0)
+        AWR(alpha=0.5, value_baseline=False)
 
 
 def test_objective_from_config():
-    ul = objective_from_config(ObjectiveConfig(name="unlikelihood", alpha=0.01), threshold=0.25)
+    ul = objective_from_config(make_objective_config(name="unlikelihood", alpha=0.01), threshold=0.25)
     assert isinstance(ul, Unlikelihood) and (ul.threshold, ul.alpha) == (0.25, 0.01)
     assert (ul.weighting, ul.min_one_minus_p, ul.score_weighted) == ("auto", 1e-20, False)
-    ul = objective_from_config(ObjectiveConfig(name="unlikelihood", weighting="threshold", min_one_minus_p=1e-5), 0.0)
+    ul = objective_from_config(make_objective_config(name="unlikelihood", weighting="threshold", min_one_minus_p=1e-5), 0.0)
     assert (ul.min_one_minus_p, ul.score_weighted) == (1e-5, False)
     with pytest.raises(ValueError, match="auto, threshold, score"):
         Unlikelihood(weighting="soft")
-    rwr = objective_from_config(ObjectiveConfig(name="rwr", fixed_value=-0.5), threshold=0.0)
+    rwr = objective_from_config(make_objective_config(name="rwr", fixed_value=-0.5), threshold=0.0)
     assert rwr.fixed_value == -0.5 and not rwr.needs_value_head
     with pytest.raises(ValueError, match="alpha must be 1"):
-        objective_from_config(ObjectiveConfig(name="awr", alpha=0.5, fixed_value=-0.5), 0.0)
+        AWR(alpha=0.5, fixed_value=-0.5)
     awr = objective_from_config(
-        ObjectiveConfig(name="awr", alpha=0.05, beta=1.0, max_weight=1000.0), threshold=0.0)
+        make_objective_config(name="awr", alpha=0.05, beta=1.0, max_weight=1000.0), threshold=0.0)
     assert isinstance(awr, AWR) and awr.needs_value_head
     assert (awr.alpha, awr.beta, awr.max_weight) == (0.05, 1.0, 1000.0)
     for name in ("mle", "filtering", "conditional"):
-        objective = objective_from_config(ObjectiveConfig(name=name), threshold=0.1)
+        objective = objective_from_config(make_objective_config(name=name), threshold=0.1)
         assert type(objective) is MLE and not objective.needs_value_head
     with pytest.raises(ValueError, match="unknown objective"):
         build_objective("nope")

@@ -10,12 +10,13 @@ import pytest
 
 from phf.config import load_config
 from phf.data.packing import PackSpec, PackedDataset, encode_documents, pack
+from phf.records import ScoredRecord
 from phf.data.transforms import add_control_tokens, keep_document, percentile_threshold, resolve_threshold
 from phf.tokenizer import ALIGNED, MISALIGNED, add_control_tokens as add_control_vocab
 
 
 def _record(texts, scores):
-    return {"texts": texts, "scores": scores, "avg_score": sum(scores) / len(scores), "meta": {}}
+    return ScoredRecord(texts, scores, sum(scores) / len(scores))
 
 
 def _records(n, seed=0, lines=8):
@@ -72,7 +73,7 @@ def test_threshold_splits_aligned_from_misaligned():
 
 def test_filtering_absolute_and_percentile(tiny_tokenizer, tmp_path):
     records = _records(200)
-    avg = np.array([r["avg_score"] for r in records])
+    avg = np.array([r.avg_score for r in records])
     t = percentile_threshold(records, 50, per_document=True)
     assert t == pytest.approx(np.percentile(avg, 50))
     kept = [r for r in records if keep_document(r, t)]
@@ -91,15 +92,15 @@ def test_filtering_absolute_and_percentile(tiny_tokenizer, tmp_path):
 def test_resolve_threshold_from_config(tmp_path):
     path = tmp_path / "scored.jsonl"
     records = _records(50)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))
     cfg = load_config(["tasks/pep8", "objectives/filtering"], [f"data.scored_path={path}"])
-    assert resolve_threshold(cfg) == pytest.approx(0.002361)  # the paper's PEP8 value
+    assert resolve_threshold(cfg.objective, cfg.task, path) == pytest.approx(0.002361)  # the paper's PEP8 value
     cfg = load_config(["tasks/pep8", "objectives/filtering"],
                       [f"data.scored_path={path}", "objective.percentile=90"])
-    expected = np.percentile([r["avg_score"] for r in records], 90)
-    assert resolve_threshold(cfg) == pytest.approx(expected)
+    expected = np.percentile([r.avg_score for r in records], 90)
+    assert resolve_threshold(cfg.objective, cfg.task, path) == pytest.approx(expected)
     cfg = load_config(["tasks/pep8", "objectives/conditional"], ["objective.threshold=0.01"])
-    assert resolve_threshold(cfg) == 0.01
+    assert resolve_threshold(cfg.objective, cfg.task, path) == 0.01
 
 
 def test_packing_is_deterministic_and_blocks_are_full(tiny_tokenizer, tmp_path):
@@ -146,10 +147,15 @@ def test_a_run_reuses_its_packed_blocks_only_with_the_same_tokenizer(tmp_path, c
     real_pack = phf.train.pack
     monkeypatch.setattr(phf.train, "pack", lambda *a, **k: calls.append(a[1]) or real_pack(*a, **k))
     data = tmp_path / "run" / "data"
-    first = phf.train.pack_for_run(cfg, small, 0.0, data)
-    again = phf.train.pack_for_run(cfg, small, 0.0, data)
+    scored = cfg.data.scored_path
+
+    def pack_for_run(tok):
+        return phf.train.pack_for_run(phf.train.pack_spec(cfg, tok, 0.0), tok, scored, data)
+
+    first = pack_for_run(small)
+    again = pack_for_run(small)
     assert calls == [small] and len(again) == len(first)  # reused
-    phf.train.pack_for_run(cfg, large, 0.0, data)
+    pack_for_run(large)
     assert calls == [small, large]  # another tokenizer: packed again
     ids = np.fromfile(data / "train.ids", dtype=np.uint32)
     assert ids.max() >= 300  # the new pack's ids come from the larger vocabulary

@@ -18,11 +18,12 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from phf.config import ObjectiveConfig, load_config
+from phf.config import load_config
+from phf.objective_config import AWRConfig, RWRConfig, make_objective_config
 from phf.data.packing import PackSpec, encode_documents, pack
-from phf.data.records import validate_record
+from phf.records import ScoredRecord
 from phf.data.scoring import ScoringSummary, score_corpus
-from phf.data.segment import split_lines
+from phf.scorers.segment import split_lines
 from phf.data.transforms import keep_document
 from phf.objectives import AWR, IGNORE_INDEX, Unlikelihood, objective_from_config
 from phf.scorers import get_scorer
@@ -49,8 +50,8 @@ def test_pep8_document_score_is_the_plain_mean_of_line_scores():
     weighted = get_scorer("pep8", document_average="length_weighted")
     assert weighted.document_score(texts, scores) == pytest.approx(1 / 598)
     # so filtering at the paper's threshold removes this file under its definition only
-    assert not keep_document({"avg_score": scorer.document_score(texts, scores)}, PEP8_FILTERING)
-    assert keep_document({"avg_score": weighted.document_score(texts, scores)}, PEP8_FILTERING)
+    assert not keep_document(ScoredRecord(texts, scores, scorer.document_score(texts, scores)), PEP8_FILTERING)
+    assert keep_document(ScoredRecord(texts, scores, weighted.document_score(texts, scores)), PEP8_FILTERING)
 
 
 @pytest.mark.parametrize("name", ["pep8", "pep8-ruff"])
@@ -87,23 +88,24 @@ def test_document_average_by_hand():
 
 
 def test_a_record_without_avg_score_gets_the_plain_mean():
-    record = validate_record({"texts": ["ab\n", "c\n", "defg\n"], "scores": [0.5, 0.0, 0.1]}, "x")
-    assert record["avg_score"] == pytest.approx(0.2)  # (0.5 + 0 + 0.1) / 3; length-weighted: 2/10
-    multi = validate_record({"texts": ["ab\n", "c\n"], "scores": {"tox": [0.5, 0.0], "pii": [0.0, 0.2]}}, "x")
-    assert multi["avg_score"] == pytest.approx({"tox": 0.25, "pii": 0.1})
+    record = ScoredRecord.from_json({"texts": ["ab\n", "c\n", "defg\n"], "scores": [0.5, 0.0, 0.1]}, "x")
+    assert record.avg_score == pytest.approx(0.2)  # (0.5 + 0 + 0.1) / 3; length-weighted: 2/10
+    multi = ScoredRecord.from_json({"texts": ["ab\n", "c\n"], "scores": {"tox": [0.5, 0.0], "pii": [0.0, 0.2]}},
+                                   "x")
+    assert multi.avg_score == pytest.approx({"tox": 0.25, "pii": 0.1})
 
 
 def test_summary_reports_what_the_filtering_threshold_removes():
     summary = ScoringSummary(document_thresholds={"filtering": PEP8_FILTERING})
     for avg in (PEP8_FILTERING, 0.0023611, 0.0, 0.01):  # exactly at the threshold: kept
-        summary.add({"texts": ["a\n"], "scores": [avg], "avg_score": avg})
+        summary.add(ScoredRecord(["a\n"], [avg], avg))
     assert summary.to_dict()["removed_by_threshold"] == {
         "filtering": {"threshold": PEP8_FILTERING, "removed_documents": 2, "removed_fraction": 0.5}}
     # multi-attribute: the avg_scores combined as in training, max(0.1, 100 * 0.002) = 0.2 > 0.15
     multi = ScoringSummary(threshold={"tox": 0.5, "pii": 0.0}, document_thresholds={"filtering": 0.15},
                            combine="max", combine_weights={"pii": 100.0})
-    multi.add({"texts": ["a\n"], "scores": {"tox": [0.1], "pii": [0.002]}, "avg_score": {"tox": 0.1, "pii": 0.002}})
-    multi.add({"texts": ["a\n"], "scores": {"tox": [0.1], "pii": [0.0]}, "avg_score": {"tox": 0.1, "pii": 0.0}})
+    multi.add(ScoredRecord(["a\n"], {"tox": [0.1], "pii": [0.002]}, {"tox": 0.1, "pii": 0.002}))
+    multi.add(ScoredRecord(["a\n"], {"tox": [0.1], "pii": [0.0]}, {"tox": 0.1, "pii": 0.0}))
     assert multi.removed_by_threshold["filtering"]["removed_fraction"] == 0.5
 
 
@@ -318,7 +320,7 @@ def test_released_value_head_starts_at_minus_half_and_weights_by_hand():
 
 
 def test_awr_weights_clip_at_1000_by_default():
-    assert AWR().max_weight == 1000 and ObjectiveConfig().max_weight == 1000
+    assert AWR().max_weight == 1000 and AWRConfig().max_weight == 1000 and RWRConfig().max_weight == 1000
     logits = torch.zeros(1, 3, 2)  # p = 1/2 everywhere: -log p = ln 2
     labels, scores = torch.tensor([[0, 1, 0]]), torch.zeros(1, 3)  # targets: positions 0 and 1
     values = torch.tensor([[-1.0, -0.5, 0.0]])
@@ -347,7 +349,7 @@ def test_rwr_reference_is_awr_alpha_1_with_the_head_frozen_at_minus_half():
     # w = e^{(0.5 - s)/10}: s = 0 -> e^0.05 = 1.051271, s = 1 -> e^-0.05 = 0.951229
     assert ours.stats["weight_max"] == pytest.approx(math.exp(0.05), rel=1e-6)
     assert ours.stats["weight_min"] == pytest.approx(math.exp(-0.05), rel=1e-6)
-    assert objective_from_config(ObjectiveConfig(name="rwr"), 0.0).fixed_value is None  # V = 0 remains
+    assert objective_from_config(make_objective_config(name="rwr"), 0.0).fixed_value is None  # V = 0 remains
 
 
 # --- 8. drop_token_fraction ---------------------------------------------------------------
@@ -355,19 +357,20 @@ def test_rwr_reference_is_awr_alpha_1_with_the_head_frozen_at_minus_half():
 @pytest.mark.parametrize("files, expected", [
     (["tasks/pep8", "objectives/conditional"], 0.1),
     (["objectives/conditional", "tasks/pep8"], 0.1),
-    (["objectives/conditional-pep8"], 0.1),
+    (["tasks/pep8", "objectives/conditional", "objective.drop_token_fraction=0.3"], 0.3),  # the objective's own
     (["tasks/toxicity", "objectives/conditional"], 0.01),
     (["tasks/pii", "objectives/conditional"], 0.01),
 ])
 def test_drop_token_fraction_of_the_released_configs(files, expected):
-    assert load_config(files).objective.drop_token_fraction == expected
+    configs, overrides = [f for f in files if "=" not in f], [f for f in files if "=" in f]
+    assert load_config(configs, overrides).drop_token_fraction == expected
 
 
 # --- 9. EOS opens each document, with the first segment's score ---------------------------
 
 def test_eos_opens_each_document_with_its_first_segments_score(tiny_tokenizer, tmp_path):
     docs = [(["a = 1\n", "b=2\n"], [0.3, 0.7]), (["", "c = 3\n"], [0.9, 0.1]), (["d\n"], [0.0])]
-    records = [{"texts": t, "scores": s, "avg_score": 0.0, "meta": {}} for t, s in docs]
+    records = [ScoredRecord(t, s, 0.0) for t, s in docs]
     eos = tiny_tokenizer.eos_token_id
     ids, scores = [], []
     for (t, s), (doc_ids, doc_scores) in zip(docs, encode_documents(tiny_tokenizer, docs)):
@@ -386,7 +389,7 @@ def test_eos_opens_each_document_with_its_first_segments_score(tiny_tokenizer, t
 def test_eos_precedes_the_control_token(tiny_tokenizer, tmp_path):
     tok = copy.deepcopy(tiny_tokenizer)
     add_control_vocab(tok)
-    records = [{"texts": ["a = 1\n", "b=2\n"], "scores": [0.0, 0.5], "avg_score": 0.25, "meta": {}}] * 4
+    records = [ScoredRecord(["a = 1\n", "b=2\n"], [0.0, 0.5], 0.25)] * 4
     pack(records, tok, PackSpec(block_size=8, objective="conditional", heldout_fraction=0.0), tmp_path)
     ids = np.fromfile(tmp_path / "train.ids", dtype=np.uint32)
     assert ids[0] == tok.eos_token_id and ids[1] == tok.convert_tokens_to_ids(ALIGNED)

@@ -50,29 +50,9 @@ def cmd_score(args) -> int:
     if args.engine == "ray":
         return _score_on_ray(args, cfg, args.out or cfg.data.scored_path)
     check_paths(cfg, training=False)
-<<<<<<< HEAD
     report = score_dataset(cfg.data, cfg.task, args.out, num_workers=args.workers,
-                           time_limit=args.time_limit or None, restart=args.restart, on_bad=args.on_bad_record)
-=======
-    out = args.out or cfg.data.scored_path
-    stats = SourceStats()
-    docs = iter_documents(cfg.data, stats, on_bad=args.on_bad_record)
-    # the summary counts segments above the task's conditional-training threshold(s)
-    threshold = misalignment_thresholds(cfg)
-    # a rerun of the same command continues the output; the source identifies "the same"
-    source = {k: v for k, v in asdict(cfg.data).items() if k not in ("scored_path", "num_workers", "heldout_fraction")}
-    # and the documents that filtering's threshold (on avg_score) would remove
-    filtering = cfg.objective.threshold if cfg.objective.name == "filtering" else None
-    filtering = cfg.task.thresholds.get("filtering") if filtering is None else filtering
-    summary = score_corpus(docs, out, cfg.task.scorer, cfg.task.scorer_args,
-                           num_workers=args.workers or cfg.data.num_workers, threshold=threshold,
-                           time_limit=args.time_limit or None, resume=not args.restart, source=source,
-                           document_thresholds={} if filtering is None else {"filtering": float(filtering)},
-                           combine=cfg.task.combine, combine_weights=cfg.task.combine_weights)
-    report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
-              "source_read": stats.read, "source_skipped": stats.skipped}
-    Path(str(out) + ".summary.json").write_text(json.dumps(report, indent=2))
->>>>>>> parity
+                           time_limit=args.time_limit or None, restart=args.restart, on_bad=args.on_bad_record,
+                           filtering_threshold=cfg.threshold if cfg.objective.name == "filtering" else None)
     print(json.dumps(report, indent=2))
     return 0
 

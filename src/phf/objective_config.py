@@ -43,8 +43,9 @@ class ConditionalConfig(_Thresholded):
     """MLE on segments prefixed with <|aligned|> (score <= threshold) or <|misaligned|>."""
 
     name: Literal["conditional"] = "conditional"
-    drop_token_fraction: float = Field(0.01, ge=0, le=1)
-    """Fraction of segments left without a control token."""
+    drop_token_fraction: float | None = Field(None, ge=0, le=1)
+    """Fraction of segments left without a control token (null: the task's
+    task.drop_token_fraction; the released values: 0.1 for PEP8, 0.01 for prose)."""
     attributes: list[str] | None = None
     """Multi-attribute tasks: the task attributes that get control tokens (null: all of
     task.attributes; one name trains a single-attribute model on the same data)."""
@@ -56,6 +57,12 @@ class UnlikelihoodConfig(_Thresholded):
     name: Literal["unlikelihood"] = "unlikelihood"
     alpha: float = Field(1.0, ge=0)
     """Weight of the unlikelihood term."""
+    weighting: Literal["auto", "threshold", "score"] = "auto"
+    """threshold: MLE on tokens of segments scored <= threshold, alpha * -log(1 - p) above;
+    score: each token mixes both by its segment's score s, -(1 - s) log p - alpha s log(1 - p);
+    auto (the released code's rule): score when the threshold is 0, else threshold."""
+    min_one_minus_p: float = Field(1e-20, gt=0, lt=1)
+    """Clamp 1 - p at this value (1e-20 as the released code; see docs/PARITY.md)."""
 
 
 class AWRConfig(Section):
@@ -66,8 +73,12 @@ class AWRConfig(Section):
     """Weight of the LM term; the value loss gets 1 - alpha."""
     beta: float = Field(10.0, gt=0)
     """Temperature of the weights exp(advantage / beta)."""
-    max_weight: float | None = Field(None, gt=0)
-    """Clip weights at this value (null: no clipping)."""
+    max_weight: float | None = Field(1000.0, gt=0)
+    """Clip weights at this value (1000 as the released code; null: no clipping)."""
+    value_head: Literal["sigmoid", "linear"] = "sigmoid"
+    """sigmoid: the released head (bias-free linear layer at zero, then -sigmoid: V in
+    (-1, 0), -0.5 at the start); linear: an unbounded linear layer with a bias, V = 0 at
+    the start."""
     detach_value_head: bool = False
     """The value head reads detached hidden states (no gradient into the trunk)."""
 
@@ -77,9 +88,13 @@ class RWRConfig(Section):
 
     name: Literal["rwr"] = "rwr"
     beta: float = Field(10.0, gt=0)
-    """Temperature of the weights exp(-score / beta)."""
-    max_weight: float | None = Field(None, gt=0)
-    """Clip weights at this value (null: no clipping)."""
+    """Temperature of the weights exp((-score - fixed_value) / beta)."""
+    max_weight: float | None = Field(1000.0, gt=0)
+    """Clip weights at this value (1000 as the released code; null: no clipping)."""
+    fixed_value: float | None = None
+    """A constant baseline V (null: 0). The released RWR configs run AWR with alpha = 1 and
+    the value head present, which gets no gradient and stays at -0.5: fixed_value -0.5
+    is that loss without a head (objectives/rwr.yaml)."""
 
 
 ObjectiveConfig = Annotated[
@@ -89,6 +104,11 @@ ObjectiveConfig = Annotated[
 OBJECTIVE_CLASSES = {c.model_fields["name"].default: c for c in
                      (MLEConfig, FilteringConfig, ConditionalConfig, UnlikelihoodConfig, AWRConfig, RWRConfig)}
 OBJECTIVES = tuple(OBJECTIVE_CLASSES)
+
+
+def make_objective_config(name: str = "mle", **settings) -> Section:
+    """The config of objective `name` with `settings` (validated: unknown keys refused)."""
+    return OBJECTIVE_CLASSES[name](name=name, **settings)
 
 
 def objective_threshold(objective, task_thresholds: dict[str, float]) -> float | None:

@@ -280,25 +280,13 @@ def objective_from_config(cfg, threshold: float) -> Objective:
     """The loss object for an objective config (`phf.objective_config`).
 
     `threshold` is the resolved absolute score threshold (only unlikelihood reads it;
-<<<<<<< HEAD
-    filtering and conditional apply theirs to the data).
+    filtering and conditional apply theirs to the data). RWR is AWR with alpha = 1 and no
+    value head by definition (`cfg.fixed_value` sets its constant baseline).
     """
     kwargs = {
-        "unlikelihood": lambda: dict(threshold=threshold, alpha=cfg.alpha),
+        "unlikelihood": lambda: dict(threshold=threshold, alpha=cfg.alpha, weighting=cfg.weighting,
+                                     min_one_minus_p=cfg.min_one_minus_p),
         "awr": lambda: dict(alpha=cfg.alpha, beta=cfg.beta, max_weight=cfg.max_weight),
-        "rwr": lambda: dict(beta=cfg.beta, max_weight=cfg.max_weight),
+        "rwr": lambda: dict(beta=cfg.beta, max_weight=cfg.max_weight, fixed_value=cfg.fixed_value),
     }.get(cfg.name, dict)()
-=======
-    filtering and conditional apply theirs to the data). RWR ignores `cfg.alpha` and
-    `cfg.value_baseline`: it is AWR with alpha = 1 and no value head by definition
-    (`cfg.fixed_value` sets its constant baseline).
-    """
-    kwargs = {
-        "unlikelihood": dict(threshold=threshold, alpha=cfg.alpha, weighting=cfg.weighting,
-                             min_one_minus_p=cfg.min_one_minus_p),
-        "awr": dict(alpha=cfg.alpha, beta=cfg.beta, max_weight=cfg.max_weight,
-                    value_baseline=cfg.value_baseline, fixed_value=cfg.fixed_value),
-        "rwr": dict(beta=cfg.beta, max_weight=cfg.max_weight, fixed_value=cfg.fixed_value),
-    }.get(cfg.name, {})
->>>>>>> parity
     return build_objective(cfg.name, **kwargs)

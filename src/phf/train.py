@@ -125,7 +125,7 @@ def prepare_tokenizer(model: ModelConfig, tokenizer: TokenizerConfig, scored_pat
 def pack_spec(cfg: Config, tokenizer, threshold: float) -> PackSpec:
     """What the packed blocks of this run depend on (a finished pack with the same spec is reused)."""
     objective = cfg.objective
-    drop = getattr(objective, "drop_token_fraction", 0.0)
+    drop = cfg.drop_token_fraction
     attributes = {a: {"threshold": spec.threshold,
                       "drop_token_fraction": drop if spec.drop_token_fraction is None else spec.drop_token_fraction}
                   for a, spec in cfg.conditional_attributes().items()}
@@ -244,13 +244,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
                           pad_to_multiple_of=cfg.model.pad_vocab_to_multiple_of)
     objective = objective_from_config(cfg.objective, threshold)
     if objective.needs_value_head:
-<<<<<<< HEAD
-        add_value_head(model, detach=cfg.objective.detach_value_head)
-=======
-        from phf.value_head import add_value_head, load_value_head
-
         add_value_head(model, detach=cfg.objective.detach_value_head, kind=cfg.objective.value_head)
->>>>>>> parity
         if cfg.model.path:
             load_value_head(model, cfg.model.path)  # continue with a trained head when there is one
 

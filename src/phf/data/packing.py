@@ -2,12 +2,6 @@
 
 Each document is tokenized whole (with control tokens inserted for conditional
 training), and each token takes the score of the segment its first character lies
-<<<<<<< HEAD
-in. Documents are joined with EOS and cut into blocks of `block_size`. A held-out
-split is drawn by document with a seeded RNG (`heldout_seed`, else `seed`), so it is the
-same documents for every objective at the same seed; filtering applies to the training
-split only.
-=======
 in. Each document is opened by EOS, which takes the score of the document's first
 segment, as in the paper's released packing (its end-of-text token starts each
 document, in the first segment's text); the stream is cut into blocks of
@@ -16,9 +10,9 @@ the ends of the stream; what changes is EOS's score as a target (predicted after
 previous document's last token): the next document's first-segment score, where
 closing EOS would carry 0 (docs/PARITY.md).
 
-A held-out split is drawn by document with a seeded RNG, so it is the same documents
-for every objective at the same seed; filtering applies to the training split only.
->>>>>>> parity
+A held-out split is drawn by document with a seeded RNG (`heldout_seed`, else `seed`),
+so it is the same documents for every objective at the same seed; filtering applies to
+the training split only.
 
 Blocks stream to flat binary files (`<split>.ids` uint32, `<split>.scores` float32),
 so memory stays flat however large the corpus; `PackedDataset` memory-maps them.

@@ -50,7 +50,6 @@ from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-<<<<<<< HEAD
 from phf.data.config import DataConfig
 from phf.data.sources import iter_documents
 from phf.errors import DataError
@@ -59,12 +58,6 @@ from phf.records import ScoredRecord, ScoredWriter, complete_lines
 from phf.runfiles import write_json
 from phf.scorers import Scorer, get_scorer, scorer_class
 from phf.scorers.config import TaskConfig
-=======
-from phf.data.records import ScoredWriter, complete_lines
-from phf.data.sources import DataError
-from phf.scorers import Scorer, get_scorer
-from phf.scorers.multi import combine_scores
->>>>>>> parity
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +125,7 @@ class ScoringSummary:
                                               "mean_document_score": sums[1] / max(self.documents, 1),
                                               "misaligned_fraction": sums[2] / max(self.segments, 1)}
         if self.document_thresholds:
-            document = avg if not isinstance(avg, dict) else combine_scores(
-                {a: [v] for a, v in avg.items()}, self.combine, self.combine_weights)[0]
+            document = record.document_score(self.combine, self.combine_weights)
             for objective, threshold in self.document_thresholds.items():
                 entry = self.removed_by_threshold.setdefault(
                     objective, {"threshold": threshold, "removed_documents": 0, "removed_fraction": 0.0})
@@ -558,18 +550,23 @@ def score_corpus(docs: Iterable[dict], out_path: str, scorer: str, scorer_args: 
 
 def score_dataset(data: DataConfig, task: TaskConfig, out: str | Path | None = None, *,
                   num_workers: int | None = None, time_limit: float | None = DEFAULT_TIME_LIMIT,
-                  restart: bool = False, on_bad: str = "error") -> dict:
+                  restart: bool = False, on_bad: str = "error", filtering_threshold: float | None = None) -> dict:
     """Score the corpus that `data` describes with the task's scorer into `out` (default
     `data.scored_path`), continuing an unfinished output of the same corpus and scorer
     unless `restart`. Writes and returns the summary (`<out>.summary.json`, written last:
-    its presence means the corpus is completely scored)."""
+    its presence means the corpus is completely scored). The summary also counts the
+    documents that filtering would remove at `filtering_threshold` (default: the task's)."""
+    if filtering_threshold is None:
+        filtering_threshold = task.thresholds.get("filtering")
     out = Path(out or data.scored_path)
     stats = SourceStats()
     docs = iter_documents(data, stats, on_bad=on_bad)
     summary = score_corpus(docs, str(out), task.scorer, task.scorer_args,
                            num_workers=num_workers or data.num_workers,
                            threshold=task.misalignment_thresholds(), time_limit=time_limit,
-                           resume=not restart, source=scoring_source(data))
+                           resume=not restart, source=scoring_source(data),
+                           document_thresholds={} if filtering_threshold is None else {"filtering": filtering_threshold},
+                           combine=task.combine, combine_weights=task.combine_weights)
     report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
               "source_read": stats.read, "source_skipped": stats.skipped}
     write_json(summary_path(out), report)

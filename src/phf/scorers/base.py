@@ -16,9 +16,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Sequence
 
+from phf.records import mean_score
+
 
 class Scorer(ABC):
-    #: registry name, set by @register_scorer
+    #: the name it is registered under in phf.scorers (used in logs)
     name: str = ""
 
     @abstractmethod
@@ -74,6 +76,6 @@ def document_average(segments: Sequence[str], scores: Sequence[float], how: str 
       must be set for it (see configs/tasks/pep8.yaml).
     """
     if check_document_average(how) == "mean":
-        return sum(scores) / len(scores) if len(scores) else 0.0
+        return mean_score(scores)
     total = sum(len(s) for s in segments)
     return sum(len(s) * x for s, x in zip(segments, scores)) / total if total else 0.0

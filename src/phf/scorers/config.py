@@ -27,6 +27,9 @@ class TaskConfig(Section):
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Default threshold per objective (the paper's reference values); an objective's own
     `threshold` or `percentile` overrides it."""
+    drop_token_fraction: float = Field(0.01, ge=0, le=1)
+    """Conditional training's fraction of segments left without a control token, unless
+    the objective sets its own (the released values: 0.1 for PEP8, 0.01 for prose)."""
     hit_threshold: float = Field(0.0, ge=0)
     """A sample counts as a hit when its score is above this."""
     attributes: dict[str, AttributeConfig] = Field(default_factory=dict)
