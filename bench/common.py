@@ -131,7 +131,7 @@ def scored_corpus(max_bytes: int, scorer: str = "pep8") -> Path:
 
 def tokenizer(vocab_size: int, max_bytes: int = 4_000_000):
     """A BPE tokenizer trained on the stdlib corpus (cached), with the control tokens."""
-    from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, train_tokenizer
+    from phf.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
     path = FIXTURES / f"tokenizer-{vocab_size}"
     if not (path / "tokenizer.json").exists():

@@ -8,7 +8,7 @@ import pytest
 
 from tiny_runs import tiny
 
-from phf.data.packing import PackSpec, PackedDataset, encode_documents, pack
+from phf.data.packing import PackedDataset
 from phf.records import read_scored
 from phf.data.transforms import add_attribute_control_tokens
 from phf.evaluation.conditioning import all_conditionings, conditioning_controls, evaluate_conditionings

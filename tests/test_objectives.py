@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from phf.config import load_config
-from phf.objective_config import AWRConfig, RWRConfig, make_objective_config
+from phf.objective_config import make_objective_config
 from phf.objectives import (
     AWR, IGNORE_INDEX, MLE, Unlikelihood, build_objective, objective_from_config)
 

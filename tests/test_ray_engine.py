@@ -233,12 +233,13 @@ def test_a_killed_worker_still_ends_in_complete_output(ray_local, corpus, tmp_pa
 
 def test_pack_on_ray_matches_local_pack_per_shard(ray_local, scored_on_ray, tiny_tokenizer, tmp_path):
     from phf.data.packed_shards import ShardedPackedDataset, shard_spec
-    from phf.engines.ray_packing import list_scored_shards, pack_shards_ray
+    from phf.engines.ray_packing import pack_shards_ray
+    from phf.records import scored_files
     from phf.tokenizer import add_control_tokens
 
     tok = tiny_tokenizer
     add_control_tokens(tok)
-    shards = list_scored_shards(scored_on_ray[0])
+    shards = scored_files(scored_on_ray[0])
     assert [p.name for p in shards] == sorted(p.name for p in scored_on_ray[0].glob("shard-*.parquet"))
     spec = PackSpec(block_size=64, objective="conditional", threshold=0.0, drop_token_fraction=0.2,
                     heldout_fraction=0.2, seed=7)

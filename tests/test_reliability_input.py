@@ -289,3 +289,26 @@ def test_config_naming_missing_files(tmp_path, capsys):
     # a hub name is the user's explicit choice: not checked here
     check_paths(load_config([], ["model.path=gpt2", "tokenizer.path=openai-community/gpt2",
                                  f"data.scored_path={tmp_path}/none.jsonl"]), training=False)
+
+
+def test_scored_path_takes_several_files_a_glob_or_a_folder_of_shards(tmp_path):
+    shards = tmp_path / "scored"
+    shards.mkdir()
+    for i in range(3):
+        (shards / f"shard-{i}.jsonl").write_text(
+            json.dumps({"texts": [f"x = {i}\n"], "scores": [0.0], "meta": {"i": i}}) + "\n")
+    # what `phf score` leaves beside the records: failure lists and state, never records
+    (shards / "shard-1.failures.jsonl").write_text(json.dumps({"index": 0, "reason": "timeout"}) + "\n")
+    (shards / "failures.jsonl").write_text("")
+    (shards / "state.json").write_text("{}")
+    assert [r.meta["i"] for r in read_scored(shards)] == [0, 1, 2]
+    assert [r.meta["i"] for r in read_scored(str(shards / "shard-[02].jsonl"))] == [0, 2]
+    assert [r.meta["i"] for r in read_scored([shards / "shard-2.jsonl", shards / "shard-0.jsonl"])] == [2, 0]
+    with pytest.raises(DataError, match="no files match"):
+        read_scored(str(shards / "nothing-*.jsonl"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no .parquet or .jsonl files"):
+        read_scored(empty)
+    cfg = load_config([], [f"data.scored_path=[{shards / 'shard-0.jsonl'}, {shards / 'shard-1.jsonl'}]"])
+    assert [r.meta["i"] for r in read_scored(cfg.data.scored_path)] == [0, 1]

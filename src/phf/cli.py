@@ -80,7 +80,8 @@ def _score_on_ray(args, cfg: Config, out) -> int:
 
 def cmd_pack(args) -> int:
     from phf.data.transforms import resolve_threshold
-    from phf.engines.ray_packing import list_scored_shards, pack_shards_ray
+    from phf.engines.ray_packing import pack_shards_ray
+    from phf.records import scored_files
     from phf.tokenizer import add_control_tokens, load_tokenizer
     from phf.train import pack_spec
 
@@ -91,7 +92,7 @@ def cmd_pack(args) -> int:
     tokenizer_path = cfg.model.path or cfg.tokenizer.path
     if not tokenizer_path:
         raise ConfigError("phf pack needs a trained tokenizer: set tokenizer.path (or model.path)")
-    shards = list_scored_shards(args.input or cfg.data.scored_path)
+    shards = scored_files(args.input or cfg.data.scored_path)
     tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
     if cfg.objective.name == "conditional":
         add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None)

@@ -7,10 +7,12 @@ skip policy, is counted in `SourceStats` by reason.
 
 from __future__ import annotations
 
+import glob as globlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from phf.errors import DataError
 from phf.paths import looks_local
@@ -79,6 +81,14 @@ def parse_json_line(raw: bytes, where: str) -> dict:
     return record
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a folder written by `datasets`' save_to_disk: a Dataset (its
+    dataset_info.json and state.json) or a DatasetDict (dataset_dict.json). A folder of
+    phf's shards, with a state.json of its own, is not."""
+    return path.is_dir() and ((path / "dataset_dict.json").exists()
+                              or ((path / "dataset_info.json").exists() and (path / "state.json").exists()))
+
+
 def iter_hf_dataset(name: str, split: str = "train", streaming: bool = False):
     """Rows of a `datasets` dataset: a save_to_disk directory, a data file, or a hub name.
 
@@ -90,8 +100,7 @@ def iter_hf_dataset(name: str, split: str = "train", streaming: bool = False):
         raise DataError(f"{name}: file or directory not found")
     import datasets
 
-    saved = ("dataset_info.json", "state.json", "dataset_dict.json")
-    if local.is_dir() and any((local / f).exists() for f in saved):
+    if is_saved_dataset(local):
         ds = datasets.load_from_disk(str(local))
         return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
     if local.is_file():
@@ -102,3 +111,29 @@ def iter_hf_dataset(name: str, split: str = "train", streaming: bool = False):
     if local.is_dir():
         return datasets.load_dataset(str(local), split=split, streaming=streaming)
     return datasets.load_dataset(name, split=split, streaming=streaming)
+
+
+def list_files(spec: str | Path | Sequence[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """The files named by `spec`: a file, a glob, a folder (its files with one of
+    `suffixes`, recursively) or a list of any of these; sorted within each entry, in
+    the list's order, without duplicates. Raises DataError when an entry names nothing."""
+    entries = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    if not entries:
+        raise DataError("no input files given")
+    out: list[Path] = []
+    for entry in entries:
+        text = str(Path(entry).expanduser())
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(suffixes))
+            what = f"{p}: no {' or '.join(suffixes)} files in this folder"
+        elif any(c in text for c in "*?["):
+            found = sorted(Path(f) for f in globlib.glob(text, recursive=True) if Path(f).is_file())
+            what = f"{text}: no files match this glob"
+        else:
+            found = [p] if p.is_file() else []
+            what = f"{p}: file not found"
+        if not found:
+            raise DataError(what)
+        out += [f for f in found if f not in out]
+    return out

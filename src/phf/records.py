@@ -18,16 +18,16 @@ Records are stored as JSONL or parquet, or read from any `datasets` dataset.
 
 from __future__ import annotations
 
-import glob as globlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence, Union
+from typing import Iterator, Mapping, Sequence, Union
 
 from phf.errors import DataError
-from phf.inputs import SourceStats, bad_record, iter_hf_dataset, parse_json_line, utf8_problem
+from phf.inputs import (SourceStats, bad_record, is_saved_dataset, iter_hf_dataset, list_files, parse_json_line,
+                        utf8_problem)
 from phf.paths import looks_local
 
 #: how several attributes' scores become one per segment (see `combine_scores`)
@@ -167,24 +167,30 @@ def _parse(record, where: str) -> ScoredRecord:
 SCORED_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
+def scored_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The scored-record files named by `spec`: a file, a glob, a folder of shards (its
+    .jsonl and .parquet files, sorted, without the failure lists that `phf score` writes
+    beside them) or a list of these. DataError when an entry names no file."""
+    files = [f for f in list_files(spec, (".parquet", ".jsonl"))
+             if not f.name.endswith("failures.jsonl")]
+    if not files:
+        raise DataError(f"{spec}: no scored records (parquet or JSONL) found")
+    return files
+
+
 def scored_sources(path: str | Path | Sequence[str | Path]) -> list[str]:
-    """What `data.scored_path` names, as a list: several paths, a glob, a folder of
-    shards (its .jsonl / .parquet files, sorted), a file, or a dataset name."""
+    """What `data.scored_path` names: scored-record files (see `scored_files`), or a
+    `datasets` dataset (a save_to_disk folder, or a hub name)."""
     if isinstance(path, (list, tuple)):
         return [s for p in path for s in scored_sources(p)]
-    name = str(path)
-    p = Path(name).expanduser()
-    if p.is_dir() and not any((p / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
-        shards = sorted(str(f) for f in p.iterdir() if f.suffix in SCORED_SUFFIXES and f.is_file())
-        if not shards:
-            raise DataError(f"{p}: a folder with no .jsonl or .parquet shards")
-        return shards
-    if any(c in name for c in "*?["):
-        matches = sorted(globlib.glob(os.path.expanduser(name)))
-        if not matches:
-            raise DataError(f"{name}: no file matches this pattern")
-        return matches
-    return [name]
+    p = Path(str(path)).expanduser()
+    saved = is_saved_dataset(p)
+    local = p.exists() or any(c in str(path) for c in "*?[") or looks_local(str(path))
+    if saved or not local or (p.is_file() and p.suffix not in SCORED_SUFFIXES):
+        return [str(path)]
+    if p.is_file():
+        return [str(p)]
+    return [str(f) for f in scored_files(path)]
 
 
 def read_scored(path: str | Path | Sequence[str | Path], stats: SourceStats | None = None, on_bad: str = "error",

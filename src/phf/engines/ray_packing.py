@@ -30,21 +30,10 @@ from typing import Sequence
 
 from phf.errors import DataError
 from phf.engines.ray_cluster import ray_session
-from phf.engines.shards import list_shard_files
 
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 3
-
-
-def list_scored_shards(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Scored-record files named by `spec` (a file, a glob, a folder or a list); in a
-    folder written by `phf score --engine ray`, its shards (not the failure lists)."""
-    files = list_shard_files(spec, (".parquet", ".jsonl"))
-    files = [f for f in files if not f.name.endswith("failures.jsonl")]
-    if not files:
-        raise DataError(f"{spec}: no scored records (parquet or JSONL) found")
-    return files
 
 
 def shard_folder(out_dir: Path, index: int) -> Path:

@@ -19,45 +19,18 @@ are that module's own readers, applied to a part of the corpus.
 
 from __future__ import annotations
 
-import glob as globlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from phf.data.config import DataConfig
 from phf.errors import DataError
-from phf.inputs import SourceStats
+from phf.inputs import SourceStats, is_saved_dataset, list_files
 from phf.data.sources import _files, _read_files, _read_hf, _read_jsonl, stdlib_dir
 
 #: default shard size of file sources (bytes on disk) and of datasets (rows)
 SHARD_BYTES = 16 << 20
 SHARD_ROWS = 10_000
-
-
-def list_shard_files(spec: str | Path | Sequence[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
-    """The files named by `spec`: a file, a glob, a folder (its files with one of
-    `suffixes`, recursively) or a list of any of these; sorted within each entry, in
-    the list's order, without duplicates. Raises DataError when an entry names nothing."""
-    entries = [spec] if isinstance(spec, (str, Path)) else list(spec)
-    if not entries:
-        raise DataError("no input files given")
-    out: list[Path] = []
-    for entry in entries:
-        text = str(Path(entry).expanduser())
-        p = Path(text)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(suffixes))
-            what = f"{p}: no {' or '.join(suffixes)} files in this folder"
-        elif any(c in text for c in "*?["):
-            found = sorted(Path(f) for f in globlib.glob(text, recursive=True) if Path(f).is_file())
-            what = f"{text}: no files match this glob"
-        else:
-            found = [p] if p.is_file() else []
-            what = f"{p}: file not found"
-        if not found:
-            raise DataError(what)
-        out += [f for f in found if f not in out]
-    return out
 
 
 @dataclass(frozen=True)
@@ -87,12 +60,12 @@ def plan_input_shards(cfg: DataConfig, shard_bytes: int = SHARD_BYTES, shard_row
         return _group_files(files, shard_bytes)
     if cfg.source == "jsonl":
         return [InputShard(f"{i:05d}", "jsonl", (str(f),)) for i, f in
-                enumerate(list_shard_files(_paths(cfg.path), (".jsonl", ".json")))]
+                enumerate(list_files(_paths(cfg.path), (".jsonl", ".json")))]
     if cfg.source == "hf":
         paths = _paths(cfg.path)
         if _parquet_input(paths):
             return [InputShard(f"{i:05d}", "parquet", (str(f),)) for i, f in
-                    enumerate(list_shard_files(paths, (".parquet",)))]
+                    enumerate(list_files(paths, (".parquet",)))]
         if len(paths) != 1:
             raise DataError(f"data.path: a list of inputs must be parquet files, got {cfg.path!r}")
         if cfg.streaming:
@@ -120,13 +93,9 @@ def _parquet_input(paths: list[str]) -> bool:
         if p.endswith(".parquet") or any(c in p for c in "*?["):
             continue
         d = Path(p)
-        if not (d.is_dir() and not _is_saved_dataset(d) and any(d.rglob("*.parquet"))):
+        if not (d.is_dir() and not is_saved_dataset(d) and any(d.rglob("*.parquet"))):
             return False
     return True
-
-
-def _is_saved_dataset(p: Path) -> bool:
-    return any((p / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
 def _group_files(files: list[Path], shard_bytes: int) -> list[InputShard]:
