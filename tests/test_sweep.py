@@ -4,14 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_runs import tiny
 
 from phf.sweep import ALL_OBJECTIVES, objective_config, plan, run_sweep
 
-TINY = ["model.config_overrides={n_layer: 1, n_embd: 32, n_head: 2}", "tokenizer.vocab_size=300",
-        "training.block_size=32", "training.per_device_batch_size=4", "training.effective_batch_size=4",
-        "training.num_tokens=512", "training.report_to=[]", "eval.num_samples=6", "eval.max_new_tokens=8",
-        "eval.group_size=3", "eval.heldout_max_tokens=500", "data.max_bytes=60000", "data.heldout_fraction=0.2",
-        "eval.kl_num_samples=6"]
+TINY = tiny({"model.config_overrides": "{n_layer: 1, n_embd: 32, n_head: 2}", "training.block_size": 32,
+             "training.effective_batch_size": 4, "training.num_tokens": 512, "eval.num_samples": 6,
+             "eval.max_new_tokens": 8, "eval.group_size": 3, "eval.heldout_max_tokens": 500,
+             "data.max_bytes": 60000})
 
 
 def test_plan_gives_the_finetuning_row_the_same_total_budget():

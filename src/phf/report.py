@@ -27,7 +27,6 @@ import re
 import warnings
 from pathlib import Path
 
-import yaml
 
 from phf.evaluation.intervals import compare, mean_ci
 from phf.plots import curves_plot, pareto_plot, red_team_plot
@@ -136,10 +135,7 @@ def _seed_of(run_dir: Path, row: dict) -> int | None:
         return int(m.group(1))
     if isinstance(row.get("seed"), int):
         return row["seed"]
-    try:
-        return int(yaml.safe_load(RunFiles(run_dir).config.read_text())["training"]["seed"])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
-        return None
+    return RunFiles(run_dir).seed()
 
 
 def _number(value) -> bool:
@@ -470,13 +466,13 @@ def _each_run_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
 def _tokens_before(run_dir: Path, depth: int = 0) -> int:
     """Tokens the run's starting checkpoint was trained on, when it is a phf run we can
     find (finetuning: the curve continues where its pretraining stopped)."""
-    summary_path = run_dir / "train_summary.json"
-    if depth > 10 or not summary_path.exists():
+    summary = read_json(RunFiles(run_dir).train_summary)
+    if depth > 10 or summary is None:
         return 0
-    start = json.loads(summary_path.read_text()).get("started_from") or ""
+    start = summary.get("started_from") or ""
     for candidate in (Path(start), run_dir.parent / Path(start).name):
-        if start and (candidate / "train_summary.json").exists() and candidate.resolve() != run_dir.resolve():
-            return json.loads((candidate / "train_summary.json").read_text()).get("tokens_seen", 0) + \
+        if start and RunFiles(candidate).train_summary.exists() and candidate.resolve() != run_dir.resolve():
+            return read_json(RunFiles(candidate).train_summary).get("tokens_seen", 0) + \
                 _tokens_before(candidate, depth + 1)
     return 0
 

@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+import yaml
+
 
 class RunFiles:
     """The paths of one run folder."""
@@ -63,6 +65,13 @@ class RunFiles:
 
     def samples(self, scenario: str) -> Path:
         return self.dir / "samples" / f"{scenario}.jsonl"
+
+    def seed(self) -> int | None:
+        """The run's training.seed, from its config.yaml (None without one)."""
+        try:
+            return int(yaml.safe_load(self.config.read_text())["training"]["seed"])
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            return None
 
 
 def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> None:

@@ -112,16 +112,6 @@ def parse_seeds(text: str, first: int) -> list[int]:
     return seeds
 
 
-def _run_seed(run_dir: Path) -> int | None:
-    """training.seed of the run in `run_dir` (its config.yaml), None when there is none."""
-    import yaml
-
-    try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["seed"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return None
-
-
 def seed_dir(out_dir: Path, name: str, seed: int, one_seed: bool) -> Path:
     """The folder of run `name` at `seed`: `<name>/seed-<seed>`, or `<name>` itself when
     the run there is of this seed (a one-seed sweep's layout), or when this is a one-seed
@@ -130,8 +120,8 @@ def seed_dir(out_dir: Path, name: str, seed: int, one_seed: bool) -> Path:
     nested = flat / f"seed-{seed}"
     if nested.exists():
         return nested
-    if (flat / "config.yaml").exists():
-        return flat if _run_seed(flat) == seed else nested
+    if RunFiles(flat).config.exists():
+        return flat if RunFiles(flat).seed() == seed else nested
     return flat if one_seed and not any(flat.glob("seed-*")) else nested
 
 
