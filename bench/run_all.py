@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-BENCHMARKS = ("scoring", "packing", "sampling", "train_throughput", "objective_overhead", "mfu")
+BENCHMARKS = ("scoring", "packing", "sampling", "train_throughput", "objective_overhead", "mfu", "ray_scoring")
 SCRIPTS = {name: f"bench/{name}.py" for name in BENCHMARKS} | {"demo": "bench/demo_time.py",
                                                                "gpu_mfu": "bench/gpu_mfu.py"}
 
@@ -42,6 +42,7 @@ def run(name: str, quick: bool) -> dict:
 
 
 #: results recorded on other machines (the GPU script, where this one has no GPU), kept in git
+#: results kept in git: the GPU runs (no GPU here), and runs made by hand on a loaded machine
 RECORDED = common.BENCH_DIR / "recorded"
 
 
@@ -132,6 +133,18 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str]]:
             out.append((f"  (reference) {r['corpora_MB']['4x']} MB of other stdlib files (larger single files)",
                         f"{o['tokens_per_s']['median'] / 1e6:.2f}M tokens/s, peak {o['peak_rss_mb']['median']:.0f} MB",
                         "-", "-"))
+    elif name == "ray_scoring":
+        o, c = r["fixed_overhead"], r["corpus"]
+        ratio = o["ratio_ray_over_local"]
+        out.append((f"Ray engine fixed overhead: `phf score --engine ray` (local Ray started by the run, 2 CPUs) vs "
+                    f"the local engine (2 processes), pep8, {c['MB']} MB / {c['documents']} files / {c['shards']} "
+                    f"shards", f"{fx(ratio['median'])} the local time ({o['ray_engine_2_cpus_with_startup_s']['median']:.1f}"
+                    f" vs {o['local_engine_2_workers_s']['median']:.1f} s; ratios {ratio['min']:.2f}-{ratio['max']:.2f}, "
+                    f"n={ratio['n']})", "-", "-"))
+        s = r["ray_scaling"]
+        out.append(("Ray engine throughput, 1 -> 2 CPUs (instance already running)",
+                    f"{s['1']['docs_per_s']:.1f} -> {s['2']['docs_per_s']:.1f} docs/s ({fx(r['speedup_2_over_1'])})",
+                    "-", "-"))
     elif name == "demo":
         how = f"sum of the stages of {r['recorded_from']}" if r.get("recorded_from") else f"exit {r['returncode']}"
         out.append(("`make demo` wall time (pep8, 2 cores)", f"{r['wall_min']:.1f} min ({how})",
