@@ -18,6 +18,8 @@ import re
 import warnings
 from pathlib import Path
 
+from phf.evaluation.degenerate import report_notes
+
 # (header, results key, format); the alignment metrics, in the run table and per scenario
 ALIGNMENT_COLUMNS = [
     ("misalignment ↓", "misalignment", "{:.5f}"),
@@ -407,6 +409,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "phf 
     doc.para(INTRO)
     headers, cells = _runs_table([{**r, "run": label} for r, label in zip(rows, labels)])
     doc.table(headers, cells, text_cols=2)
+    for note in report_notes(rows, labels):  # flagged runs, missing held-out loss
+        doc.para(note)
     _pareto_section(doc, rows, labels)
     _curves_section(doc, run_dirs, labels)
     scenarios = _scenarios_section(doc, rows, labels)

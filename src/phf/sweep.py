@@ -164,7 +164,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
             log.info("%s: already evaluated, skipping", run_dir)
             continue
         if not (run_dir / "train_summary.json").exists():
-            timer.run(f"train/{run.name}", lambda: train(cfg))
+            timer.run(f"train/{run.name}", lambda: train(cfg, resume=True))  # a killed run continues
         timer.run(f"eval/{run.name}", lambda: evaluate_run(run_dir, cfg.eval, cfg.task))
 
     report_runs = [out_dir / r.name for r in runs]

@@ -32,7 +32,9 @@ from phf.objectives import objective_from_config
 from phf.records import read_scored
 from phf.runfiles import RunFiles, write_json
 from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
-from phf.trainer import JSONLMetricsCallback, PHFTrainer, last_complete_checkpoint
+from phf.run_guard import check_packed, prepare_run_dir
+from phf.trainer import (SAVE_ERRORS, JSONLMetricsCallback, PHFTrainer, checkpoint_interval,
+                         last_complete_checkpoint, save_failed)
 from phf.value_head import add_value_head, load_value_head
 
 log = logging.getLogger(__name__)
@@ -151,14 +153,21 @@ def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pac
     if not packed:
         marker.unlink(missing_ok=True)  # pack() writes it last: no marker, no finished pack
         stats = pack(read_scored(scored_path), tokenizer, spec, data_dir)
-        log.info("packed %s", stats)
+        log.info("packed %d training and %d held-out documents (%d filtered out): %d and %d tokens, "
+                 "%d and %d blocks", stats.documents["train"], stats.documents["heldout"], stats.filtered_documents,
+                 stats.tokens["train"], stats.tokens["heldout"], stats.blocks["train"], stats.blocks["heldout"])
     return PackedDataset(data_dir, "train")
 
 
-def train(cfg: Config, resume: bool = False) -> Path:
-    """Train one run into `cfg.training.output_dir`; returns the run directory."""
+def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train one run into `cfg.training.output_dir`; returns the run directory.
+
+    A folder that holds a run is refused unless `resume` (same config and data) or
+    `overwrite` (its outputs are deleted first): see `phf.run_guard`.
+    """
     t0 = time.time()
     check_paths(cfg)  # a missing file is an error now, not after packing
+    fingerprint = prepare_run_dir(cfg, resume, overwrite, main_process=is_main_process())
     files = RunFiles(cfg.training.output_dir)
     run_dir = files.dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -194,8 +203,9 @@ def train(cfg: Config, resume: bool = False) -> Path:
         dataloader_drop_last=compiled,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps or 500,
+        save_strategy="steps" if checkpoint_interval(t.save_steps, max_steps, t.save_checkpoints) else "no",
+        save_steps=checkpoint_interval(t.save_steps, max_steps) or 500,
+        save_total_limit=t.save_total_limit,
         save_only_model=False,
         report_to=list(t.report_to),
         dataloader_num_workers=t.dataloader_num_workers,
@@ -212,6 +222,8 @@ def train(cfg: Config, resume: bool = False) -> Path:
     with main_process_first(args):
         if is_main:
             cfg.save(files.config)
+            files.data.mkdir(parents=True, exist_ok=True)
+            write_json(files.input_fingerprint, fingerprint)
         if (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
             tokenizer = load_tokenizer(str(tok_dir))  # the one the packed blocks were made with
         else:
@@ -223,9 +235,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
         threshold = resolve_threshold(cfg.objective, cfg.task, cfg.data.scored_path)
         train_data = pack_for_run(pack_spec(cfg, tokenizer, threshold), tokenizer, cfg.data.scored_path,
                                   files.data, may_pack=is_main)
-    if len(train_data) == 0:
-        raise ValueError(f"no training blocks: the corpus at {cfg.data.scored_path} is smaller than one "
-                         f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")
+    check_packed(json.loads((files.data / "pack.json").read_text())["stats"], cfg, threshold)
 
     model = build_model(cfg.model, len(tokenizer), cfg.training.block_size)
     # from a checkpoint, the added control tokens start at the mean of the trained rows
@@ -261,9 +271,13 @@ def train(cfg: Config, resume: bool = False) -> Path:
 
     # every process takes part: under FSDP / DeepSpeed ZeRO-3 the weights are gathered to
     # rank 0 first, which alone writes model.safetensors (the value head included)
-    trainer.save_model(str(run_dir))
+    try:
+        trainer.save_model(str(run_dir))
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(run_dir)
+    except SAVE_ERRORS as e:
+        raise save_failed(e, f"the model into {run_dir}", files.checkpoints) from None
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(run_dir)
         summary = {
             "objective": cfg.objective.name,
             "task": cfg.task.name,

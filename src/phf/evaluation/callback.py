@@ -97,6 +97,8 @@ class EvalCallback(TrainerCallback):
             return None
         t0 = time.time()
         e, task = self.e, self.task
+        log.info("step %d: training-time evaluation (%d samples of up to %d tokens, %d held-out blocks)...",
+                 state.global_step, e.callback_num_samples, e.max_new_tokens, e.callback_heldout_blocks)
         model = self.trainer.accelerator.unwrap_model(self.trainer.model, keep_torch_compile=False)
         if self._scorer is None:  # loaded once, on first use (a reward model can be large)
             self._scorer = task_scorer(task)
@@ -114,6 +116,9 @@ class EvalCallback(TrainerCallback):
             logs["eval/heldout_loss"] = heldout_loss(model, self._heldout, batch_size=8, progress=False,
                                                      max_blocks=e.callback_heldout_blocks)
         logs["eval/seconds"] = round(time.time() - t0, 2)
+        log.debug("step %d: evaluation done in %.1f s: misalignment %.4g%s", state.global_step, logs["eval/seconds"],
+                 logs["eval/misalignment"], f", held-out loss {logs['eval/heldout_loss']:.4g}"
+                 if "eval/heldout_loss" in logs else "")
         self.trainer.log(logs)
         return logs
 
