@@ -170,6 +170,23 @@ def check_packed(stats: dict, cfg, threshold: float | None = None) -> None:
                     docs.get("heldout", 0), stats.get("tokens", {}).get("heldout", 0), cfg.training.block_size)
 
 
+def build_eval_scorer(cfg):
+    """The task's scorer, built before any work when training-time evaluation needs it
+    (a missing model or checkpoint must not surface after tokenizer training and
+    packing); None when evaluation during training is off."""
+    if cfg.eval.every_steps <= 0:
+        return None
+    from phf.scorers import task_scorer
+
+    try:
+        return task_scorer(cfg.task)
+    except (OSError, ImportError, ValueError, RuntimeError) as e:
+        reason = " ".join(str(e).split())  # one line
+        raise ConfigError(f"task.scorer {cfg.task.scorer!r} cannot be built ({type(e).__name__}: {reason}); "
+                          "the training-time evaluation needs it: fix task.scorer_args, or set "
+                          "eval.every_steps=0 to train without it") from None
+
+
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 

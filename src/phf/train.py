@@ -32,8 +32,8 @@ from phf.objectives import objective_from_config
 from phf.records import read_scored
 from phf.runfiles import RunFiles, write_json
 from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
-from phf.run_guard import check_packed, prepare_run_dir
-from phf.trainer import (SAVE_ERRORS, JSONLMetricsCallback, PHFTrainer, checkpoint_interval,
+from phf.run_guard import build_eval_scorer, check_packed, prepare_run_dir
+from phf.trainer import (JSONLMetricsCallback, PHFTrainer, checkpoint_interval, is_write_error,
                          last_complete_checkpoint, save_failed)
 from phf.value_head import add_value_head, load_value_head
 
@@ -168,6 +168,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     t0 = time.time()
     check_paths(cfg)  # a missing file is an error now, not after packing
     fingerprint = prepare_run_dir(cfg, resume, overwrite, main_process=is_main_process())
+    scorer = build_eval_scorer(cfg) if is_main_process() else None  # its files too, before any work
     files = RunFiles(cfg.training.output_dir)
     run_dir = files.dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +261,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
         log.warning("training-time evaluation is off: it generates on rank 0 alone, and under %s no process holds "
                     "the whole model; evaluate the saved run with `phf eval`", sharded_parameters(trainer))
     else:
-        add_eval_callback(trainer, cfg.eval, cfg.task, tokenizer, run_dir)
+        add_eval_callback(trainer, cfg.eval, cfg.task, tokenizer, run_dir, scorer=scorer)
     checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no complete checkpoint in %s; training from the start", args.output_dir)
@@ -275,7 +276,9 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
         trainer.save_model(str(run_dir))
         if trainer.is_world_process_zero():
             tokenizer.save_pretrained(run_dir)
-    except SAVE_ERRORS as e:
+    except Exception as e:
+        if not is_write_error(e):
+            raise
         raise save_failed(e, f"the model into {run_dir}", files.checkpoints) from None
     if trainer.is_world_process_zero():
         summary = {

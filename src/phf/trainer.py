@@ -48,7 +48,11 @@ class PHFTrainer(Trainer):
     def train(self, resume_from_checkpoint=None, **kwargs):
         finished = _finished_state(resume_from_checkpoint, self.args.max_steps)
         if finished is None:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            try:
+                return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            except BaseException:
+                self._close_progress_bar()  # so that the error starts a line of its own
+                raise
         # the checkpoint of the last step (the model's own save failed): Trainer would train one
         # step more than the budget; load its weights and train nothing
         from transformers.trainer_utils import TrainOutput
@@ -57,6 +61,13 @@ class PHFTrainer(Trainer):
         self.state.global_step = finished["global_step"]
         losses = [r["loss"] for r in finished.get("log_history", []) if "loss" in r]
         return TrainOutput(finished["global_step"], sum(losses) / len(losses) if losses else float("nan"), {})
+
+    def _close_progress_bar(self) -> None:
+        for cb in self.callback_handler.callbacks:
+            bar = getattr(cb, "training_bar", None)
+            if isinstance(cb, ProgressCallback) and bar is not None:
+                bar.close()
+                cb.training_bar = None
 
     def training_step(self, model, inputs, *args, **kwargs):
         loss = super().training_step(model, inputs, *args, **kwargs)
@@ -91,7 +102,9 @@ class PHFTrainer(Trainer):
             (folder / COMPLETE_MARKER).unlink(missing_ok=True)
         try:
             super()._save_checkpoint(model, trial)
-        except SAVE_ERRORS as e:
+        except Exception as e:
+            if not is_write_error(e):
+                raise
             # a half-written checkpoint is worth nothing; deleting it frees the space it took
             shutil.rmtree(folder, ignore_errors=True)
             raise save_failed(e, folder.name, self.args.output_dir) from None
@@ -139,15 +152,13 @@ class TrainingDiverged(ValueError):
     """The training loss became NaN or infinite."""
 
 
-def _save_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from safetensors import SafetensorError  # raised instead of OSError when a write fails
-    except ImportError:
-        return (OSError,)
-    return (OSError, SafetensorError)
-
-
-SAVE_ERRORS = _save_errors()
+def is_write_error(e: BaseException) -> bool:
+    """Whether `e` is a failed write: an OSError, safetensors' SafetensorError, or the
+    RuntimeError torch.save raises when its zip writer hits a full disk."""
+    if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":
+        return True
+    return isinstance(e, RuntimeError) and any(
+        s in str(e) for s in ("iostream error", "inline_container", "PytorchStreamWriter", "file write failed"))
 
 
 def resume_hint(checkpoints: str | Path) -> str:
@@ -159,9 +170,22 @@ def resume_hint(checkpoints: str | Path) -> str:
     return f"The last complete checkpoint is {checkpoint}; resume from it with `phf train {config} --resume`."
 
 
+#: free space under which a failed write is taken for a full disk
+LOW_DISK = 64 << 20
+
+
 def save_failed(error: BaseException, what: str, checkpoints: str | Path) -> SaveFailed:
     """The one-line error for a write that failed, naming the last complete checkpoint."""
-    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    try:
+        free = shutil.disk_usage(Path(checkpoints).parent).free
+    except OSError:
+        free = None
+    reason = getattr(error, "strerror", None)
+    if not reason and free is not None and free < LOW_DISK:  # torch.save's RuntimeError does not say why
+        reason = "No space left on device"
+    reason = reason or f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    if free is not None:
+        reason += f" ({free / 2**20:.1f} MiB free on that disk)"
     return SaveFailed(f"could not write {what}: {reason}. Free disk space (or fix the cause); "
                       + resume_hint(checkpoints))
 
