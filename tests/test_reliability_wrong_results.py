@@ -402,12 +402,26 @@ def test_14_the_training_time_evaluation_says_what_it_does(finished, caplog):
     assert cfg.eval.callback_max_new_tokens < cfg.eval.max_new_tokens  # sized to a small share (RELIABILITY.md)
 
 
-def test_14_evaluation_start_is_logged(scored, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="phf.evaluation.callback")
-    assert main(_train_args(scored, tmp_path / "run", "eval.callback_max_new_tokens=4")) == 0
+def test_14_evaluation_start_is_logged_and_sampling_is_capped_on_one_thread(scored, tmp_path, caplog, monkeypatch):
+    import phf.evaluation.callback as callback
+
+    calls, real = [], callback.generate_samples
+
+    def observed(*args, **kwargs):  # the real sampler, watched
+        calls.append((kwargs["max_new_tokens"], torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(callback, "generate_samples", observed)
+    torch.set_num_threads(2)
+    try:
+        caplog.set_level(logging.INFO, logger="phf.evaluation.callback")
+        assert main(_train_args(scored, tmp_path / "run", "eval.callback_max_new_tokens=4")) == 0
+        assert torch.get_num_threads() == 2  # restored for training
+    finally:
+        torch.set_num_threads(1)
     starts = [r.getMessage() for r in caplog.records if "training-time evaluation" in r.getMessage()]
     assert starts[0] == "step 0: training-time evaluation (4 samples of up to 4 tokens, 2 held-out blocks)..."
-    assert len(starts) == 4
+    assert len(starts) == 4 and calls == [(4, 1)] * 4
 
 
 def test_15_every_config_key_is_discoverable_from_the_command_line(capsys):
