@@ -99,8 +99,8 @@ def cmd_eval(args) -> int:
     from phf.run_guard import check_trained
 
     run_dir = Path(args.run_dir)
-    check_trained(run_dir)
     cfg = run_config(run_dir, args.settings)
+    check_trained(run_dir)
     tasks = [t for t in args.lm_eval_tasks.split(",") if t] if args.lm_eval_tasks else None
     if args.lm_eval_limit is not None:
         cfg.eval.lm_eval_limit = args.lm_eval_limit
@@ -114,8 +114,8 @@ def cmd_redteam(args) -> int:
     from phf.run_guard import check_trained
 
     run_dir = Path(args.run_dir)
-    check_trained(run_dir)
     cfg = run_config(run_dir, args.settings)
+    check_trained(run_dir)
     out = red_team_run(run_dir, cfg.eval, cfg.task, red_lm=args.red_lm, prompts_file=args.prompts, rounds=args.rounds,
                        pool_size=args.pool_size, new_prompts_per_round=args.new_prompts)
     for r in out["rounds"]:
