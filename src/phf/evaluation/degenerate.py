@@ -32,8 +32,9 @@ def run_flags(summaries: dict[str, dict]) -> list[str]:
     for name, s in summaries.items():
         n, total = s.get("degenerate_samples", 0), s.get("num_samples", 0)
         if total and n / total > FLAG_FRACTION:
-            flags.append(f"{name}: {n} of {total} samples are empty or one repeated character, so its "
-                         "misalignment is not meaningful (a diverged or broken model?)")
+            flags.append(f"{name}: {n} of {total} samples are empty, whitespace only or one repeated character; "
+                         "they score 0, so its misalignment understates the model's (a diverged, broken or "
+                         "undertrained model?)")
     return flags
 
 
