@@ -134,7 +134,8 @@ def test_an_uneven_pass_repeats_blocks_only_from_its_start():
 @pytest.fixture(scope="module")
 def awr(scored, tmp_path_factory):
     settings = ["tasks/pep8", "objectives/awr", "models/tiny", *TINY, *EVAL, f"data.scored_path={scored}",
-                "training.num_tokens=4096", "training.save_steps=8"]  # 32 steps of 128 tokens
+                "training.num_tokens=4096", "training.save_steps=8",  # 32 steps of 128 tokens
+                "training.save_total_limit=null"]  # every checkpoint kept, to check each one
     one, two = tmp_path_factory.mktemp("awr1"), tmp_path_factory.mktemp("awr2")
     launch(1, one, settings)
     proc = launch(2, two, settings, "--eval")

@@ -14,17 +14,20 @@ under phf's configs such as `tasks/pep8`) and dotted overrides (`key.sub=value`)
     phf demo
     phf sweep --task pep8
     phf sweep --task pep8 --seeds 3
+    phf config tasks/pep8 models/tiny    every config key, its value and meaning
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from pathlib import Path
 
 from phf.config import Config, ConfigError, check_paths, load_config
+from phf.errors import SaveFailed
 from phf.runfiles import RunFiles
 
 SETTINGS_HELP = (
@@ -54,7 +57,17 @@ def cmd_score(args) -> int:
                            time_limit=args.time_limit or None, restart=args.restart, on_bad=args.on_bad_record,
                            filtering_threshold=cfg.threshold if cfg.objective.name == "filtering" else None)
     print(json.dumps(report, indent=2))
-    return 0
+    return _empty_output(report)
+
+
+def _empty_output(report: dict) -> int:
+    """Exit status 2, with the reason, when scoring wrote no document."""
+    if report.get("documents", 1):
+        return 0
+    print(f"phf score: error: no document was scored ({report.get('documents_in', 0)} read, "
+          f"{report.get('failed_documents', 0)} failed, skipped: {report.get('source_skipped') or 'none'}); "
+          "check data.path / data.source and the failures file", file=sys.stderr)
+    return 2
 
 
 def _score_on_ray(args, cfg: Config, out) -> int:
@@ -115,7 +128,7 @@ def cmd_train(args) -> int:
     from phf.train import is_main_process, train
 
     cfg = config_from(args.settings)
-    run_dir = train(cfg, resume=args.resume)
+    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if not is_main_process():  # another process of a distributed launch: rank 0 reports and evaluates
         return 0
     print(f"trained: {run_dir}")
@@ -136,9 +149,11 @@ def run_config(run_dir: Path, settings: list[str]) -> Config:
 
 def cmd_eval(args) -> int:
     from phf.evaluation.evaluate import evaluate_run
+    from phf.run_guard import check_trained
 
     run_dir = Path(args.run_dir)
     cfg = run_config(run_dir, args.settings)
+    check_trained(run_dir)
     tasks = [t for t in args.lm_eval_tasks.split(",") if t] if args.lm_eval_tasks else None
     if args.lm_eval_limit is not None:
         cfg.eval.lm_eval_limit = args.lm_eval_limit
@@ -149,9 +164,11 @@ def cmd_eval(args) -> int:
 
 def cmd_redteam(args) -> int:
     from phf.evaluation.evaluate import red_team_run
+    from phf.run_guard import check_trained
 
     run_dir = Path(args.run_dir)
     cfg = run_config(run_dir, args.settings)
+    check_trained(run_dir)
     out = red_team_run(run_dir, cfg.eval, cfg.task, red_lm=args.red_lm, prompts_file=args.prompts, rounds=args.rounds,
                        pool_size=args.pool_size, new_prompts_per_round=args.new_prompts)
     for r in out["rounds"]:
@@ -217,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "score each segment with the task's scorer and write scored records.")
     s.add_argument("settings", nargs="*", help=SETTINGS_HELP)
     s.add_argument("-o", "--out", help="output file (.jsonl or .parquet); default data.scored_path")
-    s.add_argument("-j", "--workers", type=int, help="scoring processes (default: all cores)")
+    s.add_argument("-j", "--workers", type=_at_least(1, int), help="scoring processes (default: all cores)")
     s.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
                    help="what to do with a record that cannot be read (default: error)")
-    s.add_argument("--time-limit", type=float, default=120.0, metavar="SECONDS",
+    s.add_argument("--time-limit", type=_at_least(0, float), default=120.0, metavar="SECONDS",
                    help="per-document scoring time limit; a document over it is a counted failure "
                    "(default: 120; 0: none)")
     s.add_argument("--restart", action="store_true",
@@ -261,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "data.scored_path with the configured objective and token budget.")
     t.add_argument("settings", nargs="*", help=SETTINGS_HELP)
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run dir")
+    t.add_argument("--overwrite", action="store_true",
+                   help="train again into a run directory that holds a run, deleting its outputs first")
     t.add_argument("--eval", action="store_true", help="evaluate the run when training ends")
     t.set_defaults(fn=cmd_train)
 
@@ -332,6 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _at_least(low: float, kind=int):
+    """An argparse type: a number of `kind` >= `low` (else a one-line usage error)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= low:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -342,6 +374,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"phf {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full (or another failed write): what it hit and what is kept
+        if args.verbose or not (isinstance(e, SaveFailed) or e.errno in (errno.ENOSPC, errno.EDQUOT)):
+            raise
+        hint = "" if isinstance(e, SaveFailed) else (
+            "; free disk space and rerun the same command (phf score continues where it stopped; "
+            "phf train --resume continues from the last complete checkpoint)")
+        print(f"phf {args.command}: error: {e}{hint}", file=sys.stderr)
         return 2
 
 

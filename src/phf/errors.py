@@ -1,6 +1,6 @@
-"""The two kinds of error a user can fix: a bad config and bad input data.
+"""The kinds of error a user can fix: a bad config, bad input data, a failed write.
 
-The command line prints either as one line (no traceback) and exits with status 2.
+The command line prints each as one line (no traceback) and exits with status 2.
 """
 
 from __future__ import annotations
@@ -28,3 +28,8 @@ class DataError(ValueError):
     def __init__(self, message: str, reason: str | None = None):
         super().__init__(message)
         self.reason = reason or message
+
+
+class SaveFailed(OSError):
+    """A checkpoint or the final model could not be written (disk full, ...); the message
+    names the last complete checkpoint and how to resume from it."""

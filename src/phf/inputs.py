@@ -39,7 +39,8 @@ class SourceStats:
     def skip(self, reason: str, where: str, detail: str | None = None) -> None:
         n = self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if n <= LOG_SKIPS_PER_REASON:
-            log.warning("skipped %s: %s%s", where, detail or reason,
+            detail = (detail or reason).removeprefix(f"{where}: ")  # a DataError's message names `where` too
+            log.warning("skipped %s: %s%s", where, detail,
                         " (further skips for this reason are only counted)" if n == LOG_SKIPS_PER_REASON else "")
 
     @property
@@ -110,7 +111,25 @@ def iter_hf_dataset(name: str, split: str = "train", streaming: bool = False):
         return datasets.load_dataset(kind, data_files=str(local), split="train", streaming=streaming)
     if local.is_dir():
         return datasets.load_dataset(str(local), split=split, streaming=streaming)
-    return datasets.load_dataset(name, split=split, streaming=streaming)
+    try:
+        return datasets.load_dataset(name, split=split, streaming=streaming)
+    except ConnectionError as e:  # datasets' offline refusal and requests' network errors derive from it
+        raise DataError(hub_unreachable(name, e)) from None
+
+
+def hub_unreachable(name: str, error: Exception) -> str:
+    """The one-line message for a name that is neither on disk nor in the hub cache,
+    when the hub cannot be reached (offline mode, or no network)."""
+    import os
+
+    flags = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+             if os.environ.get(v, "").lower() in ("1", "on", "yes", "true")]
+    if flags:
+        return (f"{name}: not on disk and not in the Hugging Face cache, and this machine is offline "
+                f"({flags[0]}=1); give a local path (a file, a folder of shards or a save_to_disk folder), "
+                f"or unset {flags[0]} to download it")
+    return (f"{name}: not on disk and the hub could not be reached ({type(error).__name__}: {error}); "
+            "give a local path, or check the network")
 
 
 def list_files(spec: str | Path | Sequence[str | Path], suffixes: tuple[str, ...]) -> list[Path]:

@@ -78,7 +78,8 @@ def load_model(path: str, attn_implementation: str = "sdpa", trust_remote_code: 
             raise ValueError(
                 f"{path}: only pickled weights ({', '.join(pickled)}), no safetensors; phf does not unpickle "
                 "files by default because that can run code. Convert the checkpoint (load it once where you "
-                "trust it and save_pretrained), or set model.allow_pickle=true if you trust its source")
+                "trust it and save_pretrained); to train from it, you may instead set model.allow_pickle=true if you "
+                "trust its source (phf eval and phf redteam load safetensors only)")
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     return AutoModelForCausalLM.from_pretrained(
         path, config=config, attn_implementation=attn_implementation, dtype=dtype,

@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 
+from phf.evaluation.degenerate import report_notes
 from phf.evaluation.intervals import compare, mean_ci
 from phf.plots import curves_plot, pareto_plot, red_team_plot
 from phf.runfiles import RunFiles, read_json
@@ -664,6 +665,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "phf 
     doc.para(INTERVALS_NOTE)
     headers, cells = _group_table(groups)
     doc.table(headers, cells, text_cols=2)
+    for note in report_notes(rows, labels):  # flagged runs, missing held-out loss
+        doc.para(note)
     _differences_section(doc, groups)
     _pareto_section(doc, groups)
     if seeded:

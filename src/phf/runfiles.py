@@ -73,6 +73,38 @@ class RunFiles:
         except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
             return None
 
+    @property
+    def input_fingerprint(self) -> Path:
+        """What the packed blocks were made from (`phf.run_guard.input_fingerprint`)."""
+        return self.data / "input.json"
+
+    #: what `phf train` and `phf eval` write besides config.yaml and data/ (globs, in the folder)
+    OUTPUTS = ("train_summary.json", "results.json", "redteam.json", "metrics.jsonl", "model.safetensors",
+               "model-*.safetensors", "model.safetensors.index.json", "checkpoints", "samples", "config.json",
+               "generation_config.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+
+    def outputs(self) -> list[Path]:
+        """The outputs of an earlier run present in the folder (checkpoints/ only when it
+        holds a checkpoint, TensorBoard's runs/ only when not empty)."""
+        found = []
+        for pattern in self.OUTPUTS:
+            for p in sorted(self.dir.glob(pattern)):
+                if p.is_dir() and not any(p.iterdir()):
+                    continue
+                found.append(p)
+        return found
+
+    def clear_outputs(self) -> list[Path]:
+        """Delete the outputs of an earlier run (not config.yaml, not data/: the packed
+        blocks are reused only when their inputs match); returns what was deleted."""
+        import shutil
+
+        removed = self.outputs()
+        for p in removed:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return removed
+
 
 def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> None:
     """Write `text` to `path` through a temporary file and a rename. `durable` also

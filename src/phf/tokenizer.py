@@ -8,6 +8,7 @@ and starts unconditional generation, as in GPT-2.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,7 +28,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_bytes: int | None
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS], show_progress=True,
+        # the Rust progress display writes blank lines when stderr is not a terminal (a log file)
+        vocab_size=vocab_size, special_tokens=[EOS], show_progress=sys.stderr.isatty(),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_capped(texts, max_bytes), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS,
@@ -43,13 +45,44 @@ def _capped(texts: Iterable[str], max_bytes: int | None) -> Iterator[str]:
         yield t
 
 
+#: files of which a tokenizer folder holds at least one (fast, BPE, SentencePiece, WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer in the folder `path` (or a hub name).
+
+    A local folder with no tokenizer file is refused (transformers would otherwise
+    build one from the model's config alone, which knows one token), and a damaged
+    `tokenizer.json` is named in the error.
+    """
+    check_tokenizer_files(path)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.eos_token is None:
         raise ValueError(f"tokenizer at {path} has no EOS token; phf needs one to separate documents")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_tokenizer_files(path: str) -> None:
+    """Raise a one-line error when the local folder `path` holds no readable tokenizer."""
+    import json
+
+    local = Path(path).expanduser()
+    if not local.is_dir():
+        return  # a hub name, or a missing path that the caller reports
+    if not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{local}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); they were removed or never "
+            "written. For a phf run, copy them back from its data/tokenizer folder, or train the run again")
+    tj = local / "tokenizer.json"
+    if tj.is_file():
+        try:
+            json.loads(tj.read_bytes())
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{tj}: damaged, not valid JSON ({e}); restore the file (a phf run keeps a copy "
+                             "in data/tokenizer) or train the run again") from None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -31,9 +31,11 @@ from phf.model import build_model, count_parameters, resize_for_new_tokens
 from phf.model_config import ModelConfig, TokenizerConfig
 from phf.objectives import objective_from_config
 from phf.records import read_scored
-from phf.runfiles import RunFiles, write_json
+from phf.runfiles import RunFiles, read_json, write_json
 from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
-from phf.trainer import JSONLMetricsCallback, PHFTrainer, last_complete_checkpoint
+from phf.run_guard import build_eval_scorer, check_packed, prepare_run_dir
+from phf.trainer import (JSONLMetricsCallback, PHFTrainer, checkpoint_interval, is_write_error,
+                         last_complete_checkpoint, save_failed)
 from phf.value_head import add_value_head, load_value_head
 
 log = logging.getLogger(__name__)
@@ -154,14 +156,22 @@ def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pac
     if not packed:
         marker.unlink(missing_ok=True)  # pack() writes it last: no marker, no finished pack
         stats = pack(read_scored(scored_path), tokenizer, spec, data_dir)
-        log.info("packed %s", stats)
+        log.info("packed %d training and %d held-out documents (%d filtered out): %d and %d tokens, "
+                 "%d and %d blocks", stats.documents["train"], stats.documents["heldout"], stats.filtered_documents,
+                 stats.tokens["train"], stats.tokens["heldout"], stats.blocks["train"], stats.blocks["heldout"])
     return PackedDataset(data_dir, "train")
 
 
-def train(cfg: Config, resume: bool = False) -> Path:
-    """Train one run into `cfg.training.output_dir`; returns the run directory."""
+def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train one run into `cfg.training.output_dir`; returns the run directory.
+
+    A folder that holds a run is refused unless `resume` (same config and data) or
+    `overwrite` (its outputs are deleted first): see `phf.run_guard`.
+    """
     t0 = time.time()
     check_paths(cfg)  # a missing file is an error now, not after packing
+    fingerprint = prepare_run_dir(cfg, resume, overwrite, main_process=is_main_process())
+    scorer = build_eval_scorer(cfg) if is_main_process() else None  # its files too, before any work
     files = RunFiles(cfg.training.output_dir)
     run_dir = files.dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -197,8 +207,9 @@ def train(cfg: Config, resume: bool = False) -> Path:
         dataloader_drop_last=compiled,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps or 500,
+        save_strategy="steps" if checkpoint_interval(t.save_steps, max_steps, t.save_checkpoints) else "no",
+        save_steps=checkpoint_interval(t.save_steps, max_steps) or 500,
+        save_total_limit=t.save_total_limit,
         save_only_model=False,
         report_to=list(t.report_to),
         dataloader_num_workers=t.dataloader_num_workers,
@@ -215,6 +226,8 @@ def train(cfg: Config, resume: bool = False) -> Path:
     with main_process_first(args):
         if is_main:
             cfg.save(files.config)
+            files.data.mkdir(parents=True, exist_ok=True)
+            write_json(files.input_fingerprint, fingerprint)
         if cfg.data.packed_path:  # packed by `phf pack`: its tokenizer made the blocks
             tokenizer = load_tokenizer(str(Path(cfg.data.packed_path) / "tokenizer"))
             if is_main:
@@ -233,9 +246,11 @@ def train(cfg: Config, resume: bool = False) -> Path:
             train_data = ShardedPackedDataset(cfg.data.packed_path, "train", expected_spec=asdict(spec))
         else:
             train_data = pack_for_run(spec, tokenizer, cfg.data.scored_path, files.data, may_pack=is_main)
-    if len(train_data) == 0:
-        raise ValueError(f"no training blocks: the corpus at {cfg.data.scored_path} is smaller than one "
-                         f"block of {cfg.training.block_size} tokens after the {cfg.objective.name} transform")
+    if cfg.data.packed_path:
+        if len(train_data) == 0:
+            raise ValueError(f"no training blocks in the packed shards at {cfg.data.packed_path}")
+    else:  # names the real cause: an empty corpus, a threshold that filters everything, a tiny corpus
+        check_packed(read_json(files.data / "pack.json")["stats"], cfg, threshold)
 
     model = build_model(cfg.model, len(tokenizer), cfg.training.block_size)
     # from a checkpoint, the added control tokens start at the mean of the trained rows
@@ -260,7 +275,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
         log.warning("training-time evaluation is off: it generates on rank 0 alone, and under %s no process holds "
                     "the whole model; evaluate the saved run with `phf eval`", sharded_parameters(trainer))
     else:
-        add_eval_callback(trainer, cfg.eval, cfg.task, tokenizer, run_dir)
+        add_eval_callback(trainer, cfg.eval, cfg.task, tokenizer, run_dir, scorer=scorer)
     checkpoint = last_complete_checkpoint(args.output_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no complete checkpoint in %s; training from the start", args.output_dir)
@@ -271,9 +286,15 @@ def train(cfg: Config, resume: bool = False) -> Path:
 
     # every process takes part: under FSDP / DeepSpeed ZeRO-3 the weights are gathered to
     # rank 0 first, which alone writes model.safetensors (the value head included)
-    trainer.save_model(str(run_dir))
+    try:
+        trainer.save_model(str(run_dir))
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(run_dir)
+    except Exception as e:
+        if not is_write_error(e):
+            raise
+        raise save_failed(e, f"the model into {run_dir}", files.checkpoints) from None
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(run_dir)
         summary = {
             "objective": cfg.objective.name,
             "task": cfg.task.name,

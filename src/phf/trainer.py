@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from phf.errors import SaveFailed
 from phf.objectives import Objective
 from phf.runfiles import write_json, write_text_atomic
 
@@ -36,6 +39,47 @@ class PHFTrainer(Trainer):
         self._loss = torch.compile(objective.__call__, dynamic=False) if self.args.torch_compile else objective
         self.tokens_per_step = tokens_per_step
         self._stats: dict[str, list[float]] = defaultdict(list)
+        # the same bar (or, with tqdm off, printed lines), with log lines a person can read
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(ReadableProgressCallback)
+        if self.pop_callback(PrinterCallback) is not None:
+            self.add_callback(ReadablePrinterCallback)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        finished = _finished_state(resume_from_checkpoint, self.args.max_steps)
+        if finished is None:
+            try:
+                return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            except BaseException:
+                self._close_progress_bar()  # so that the error starts a line of its own
+                raise
+        # the checkpoint of the last step (the model's own save failed): Trainer would train one
+        # step more than the budget; load its weights and train nothing
+        from transformers.trainer_utils import TrainOutput
+
+        self._load_from_checkpoint(str(resume_from_checkpoint))
+        self.state.global_step = finished["global_step"]
+        losses = [r["loss"] for r in finished.get("log_history", []) if "loss" in r]
+        return TrainOutput(finished["global_step"], sum(losses) / len(losses) if losses else float("nan"), {})
+
+    def _close_progress_bar(self) -> None:
+        for cb in self.callback_handler.callbacks:
+            bar = getattr(cb, "training_bar", None)
+            if isinstance(cb, ProgressCallback) and bar is not None:
+                bar.close()
+                cb.training_bar = None
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        # one device sync per step, as Trainer's own NaN filter does: a diverged run must stop
+        # here, with its step, not end "successfully" with NaN weights
+        if not torch.isfinite(loss).all():
+            raise TrainingDiverged(
+                f"training diverged: the loss is {loss.item()} at step {self.state.global_step + 1}, so the "
+                f"weights are no longer finite numbers and the model is not saved; lower "
+                f"training.learning_rate (now {self.args.learning_rate:g}) or raise training.warmup_ratio. "
+                + resume_hint(self.args.output_dir))
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
@@ -56,7 +100,14 @@ class PHFTrainer(Trainer):
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:
             (folder / COMPLETE_MARKER).unlink(missing_ok=True)
-        super()._save_checkpoint(model, trial)
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as e:
+            if not is_write_error(e):
+                raise
+            # a half-written checkpoint is worth nothing; deleting it frees the space it took
+            shutil.rmtree(folder, ignore_errors=True)
+            raise save_failed(e, folder.name, self.args.output_dir) from None
         # every process writes into the checkpoint (its RNG state; its shards under FSDP or
         # DeepSpeed): the marker waits for all of them
         self.accelerator.wait_for_everyone()
@@ -76,6 +127,17 @@ class PHFTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+def _finished_state(checkpoint, max_steps: int) -> dict | None:
+    """The trainer state saved in `checkpoint` when it is at or past `max_steps`, else None."""
+    if not checkpoint:
+        return None
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if state.get("global_step", 0) >= max_steps else None
+
+
 def _merge_sums(parts: list[dict[str, tuple[float, int]]]) -> dict[str, tuple[float, int]]:
     """{stat: (sum, count)} of each process -> one; a stat may be absent on some (no tokens for it)."""
     merged: dict[str, tuple[float, int]] = {}
@@ -84,6 +146,82 @@ def _merge_sums(parts: list[dict[str, tuple[float, int]]]) -> dict[str, tuple[fl
             t, n = merged.get(k, (0.0, 0))
             merged[k] = (t + total, n + count)
     return merged
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite."""
+
+
+def is_write_error(e: BaseException) -> bool:
+    """Whether `e` is a failed write: an OSError, safetensors' SafetensorError, or the
+    RuntimeError torch.save raises when its zip writer hits a full disk."""
+    if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":
+        return True
+    return isinstance(e, RuntimeError) and any(
+        s in str(e) for s in ("iostream error", "inline_container", "PytorchStreamWriter", "file write failed"))
+
+
+def resume_hint(checkpoints: str | Path) -> str:
+    """Where the last complete checkpoint is, and the command that resumes from it."""
+    checkpoint = last_complete_checkpoint(checkpoints)
+    config = Path(checkpoints).parent / "config.yaml"
+    if checkpoint is None:
+        return "No complete checkpoint was written."
+    return f"The last complete checkpoint is {checkpoint}; resume from it with `phf train {config} --resume`."
+
+
+#: free space under which a failed write is taken for a full disk
+LOW_DISK = 64 << 20
+
+
+def save_failed(error: BaseException, what: str, checkpoints: str | Path) -> SaveFailed:
+    """The one-line error for a write that failed, naming the last complete checkpoint."""
+    try:
+        free = shutil.disk_usage(Path(checkpoints).parent).free
+    except OSError:
+        free = None
+    reason = getattr(error, "strerror", None)
+    if not reason and free is not None and free < LOW_DISK:  # torch.save's RuntimeError does not say why
+        reason = "No space left on device"
+    reason = reason or f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    if free is not None:
+        reason += f" ({free / 2**20:.1f} MiB free on that disk)"
+    return SaveFailed(f"could not write {what}: {reason}. Free disk space (or fix the cause); "
+                      + resume_hint(checkpoints))
+
+
+def checkpoint_interval(save_steps: int | None, max_steps: int, enabled: bool = True) -> int:
+    """Steps between checkpoints: `save_steps`, or by default a tenth of the run but at
+    least 10 steps (Trainer also saves one at the last step); 0 when checkpoints are off."""
+    if not enabled:
+        return 0
+    return save_steps or max(10, math.ceil(max_steps / 10))
+
+
+class ReadableProgressCallback(ProgressCallback):
+    """Trainer's progress bar, with each log as one readable line instead of a dict:
+
+        step 40/98: loss 3.12, grad_norm 0.81, learning_rate 0.00093, tokens_seen 327680
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.write(log_line(state, logs))
+
+
+class ReadablePrinterCallback(TrainerCallback):
+    """With the progress bar off: each log as one readable line on stdout."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            print(log_line(state, logs), flush=True)
+
+
+def log_line(state, logs: dict) -> str:
+    """"step 40/98: loss 3.12, grad_norm 0.81, ..." (no epoch, no FLOPs)."""
+    parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+             if k not in ("total_flos", "epoch")]
+    return f"step {state.global_step}/{state.max_steps}: " + ", ".join(parts)
 
 
 #: written into a checkpoint directory after everything else: only marked checkpoints are resumed from

@@ -42,7 +42,12 @@ class TrainingConfig(Section):
     logging_steps: int = Field(10, ge=1)
     """Log the loss every this many optimizer steps (to metrics.jsonl and TensorBoard)."""
     save_steps: int | None = Field(None, ge=1)
-    """Save a resumable checkpoint every this many steps (null: none)."""
+    """Save a resumable checkpoint every this many steps (null: a tenth of the run, at
+    least 10 steps); one is also saved at the last step."""
+    save_checkpoints: bool = True
+    """Save resumable checkpoints (false: none; a crash then loses the run)."""
+    save_total_limit: int | None = Field(2, ge=1)
+    """Keep the newest this many checkpoints (null: all)."""
     dataloader_num_workers: int = Field(0, ge=0)
     """Data-loading processes per device (0: in the training process)."""
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])

@@ -213,19 +213,26 @@ def _checked(text: str, result) -> tuple[list[str], list[float] | dict[str, list
 
 
 def score_chunk(scorer: Scorer, docs: list[dict], limit: float | None = None) -> list[ScoredRecord | ScoringFailure]:
-    """Score documents: a ScoredRecord each, or a ScoringFailure saying why not."""
+    """Score documents: a ScoredRecord each, or a ScoringFailure saying why not.
+
+    A scorer that batches (overrides `score_documents`) gets the chunk at once, under
+    `limit` x documents; any other is called per document, so the limit holds for
+    each one (a chunk with one pathological document is not a chunk-long wait).
+    """
     texts = [d["text"] for d in docs]
     try:
-        with time_limit(limit * len(docs) if limit else None):
+        if type(scorer).score_documents is Scorer.score_documents:
+            raise _PerDocument
+        with time_limit(limit * len(docs) if limit else None), _slow_notice(docs, limit):
             results = scorer.score_documents(texts)
         if len(results) != len(docs):
             raise ValueError(f"score_documents returned {len(results)} results for {len(docs)} documents")
-    except (Exception, ScoringTimeout):  # noqa: BLE001 - retried one by one below
+    except (Exception, ScoringTimeout, _PerDocument):  # noqa: BLE001 - retried one by one below
         # one bad document must not fail its neighbours: retry one by one
         results = []
-        for text in texts:
+        for doc, text in zip(docs, texts):
             try:
-                with time_limit(limit):
+                with time_limit(limit), _slow_notice([doc], limit):
                     results.append(scorer.score_document(text))
             except ScoringTimeout as e:
                 results.append(ScoringFailure("timeout", str(e)))
@@ -245,6 +252,30 @@ def score_chunk(scorer: Scorer, docs: list[dict], limit: float | None = None) ->
         avg = {k: float(v) for k, v in avg.items()} if isinstance(avg, dict) else float(avg)
         out.append(ScoredRecord(segments, scores, avg, doc["meta"]))
     return out
+
+
+class _PerDocument(Exception):
+    """Score the chunk one document at a time."""
+
+
+#: a document still being scored after this many seconds (or half its time limit) is named in the log
+SLOW_NOTICE_SECONDS = 10.0
+
+
+@contextmanager
+def _slow_notice(docs: list[dict], limit: float | None):
+    """Log which document(s) are still being scored when they take long."""
+    after = min(SLOW_NOTICE_SECONDS, limit / 2) if limit else SLOW_NOTICE_SECONDS
+    what = json.dumps(docs[0].get("meta"))[:200] if len(docs) == 1 else f"a batch of {len(docs)} documents"
+    timer = threading.Timer(after, log.warning, ("still scoring %s after %g s (%d characters; time limit %s)",
+                                                 what, after, sum(len(d["text"]) for d in docs),
+                                                 f"{limit:g} s" if limit else "none"))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 # --- a process pool that survives its workers ----------------------------------------

@@ -22,6 +22,7 @@ import math
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from phf.evaluation.config import UNCONDITIONAL, EvalConfig, ScenarioConfig
@@ -57,13 +58,14 @@ def eval_steps(every_steps: float, max_steps: int, start: int = 0) -> list[int]:
 class EvalCallback(TrainerCallback):
     """Samples, scores and held-out loss at regular steps; logged through the trainer."""
 
-    def __init__(self, trainer, e: EvalConfig, task: TaskConfig, tokenizer, run_dir: str | Path):
+    def __init__(self, trainer, e: EvalConfig, task: TaskConfig, tokenizer, run_dir: str | Path, scorer=None):
         self.trainer = trainer
         self.e, self.task = e, task
         self.tokenizer = tokenizer
         self.run_dir = Path(run_dir)
-        self._scorer = None
+        self._scorer = scorer
         self._heldout = None
+        self._ready = False
         self._inputs: dict = {}
         self._new_tokens = 0
         self._last_step = None
@@ -91,18 +93,39 @@ class EvalCallback(TrainerCallback):
             control.should_log = pending
 
     def evaluate(self, state) -> dict | None:
-        """Run one evaluation (rank 0 only) and log it; returns the logged numbers."""
+        """Run one evaluation (rank 0 only) and log it; returns the logged numbers.
+
+        On CPU it runs on one thread: sampling is many small matmuls that a second
+        thread does not speed up, and on a busy machine spinning threads slowed it
+        5x (docs/RELIABILITY.md).
+        """
         self._last_step = state.global_step
         if not state.is_world_process_zero:
             return None
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model, keep_torch_compile=False)
+        threads = torch.get_num_threads()
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if on_cpu:
+            torch.set_num_threads(1)
+        try:
+            return self._evaluate(state, model)
+        finally:
+            if on_cpu:
+                torch.set_num_threads(threads)
+
+    def _evaluate(self, state, model) -> dict:
         t0 = time.time()
         e, task = self.e, self.task
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model, keep_torch_compile=False)
-        if self._scorer is None:  # loaded once, on first use (a reward model can be large)
-            self._scorer = task_scorer(task)
+        log.info("step %d: training-time evaluation (%d samples of up to %d tokens, %d held-out blocks)...",
+                 state.global_step, e.callback_num_samples, min(e.max_new_tokens, e.callback_max_new_tokens),
+                 e.callback_heldout_blocks)
+        if not self._ready:  # loaded once, on first use (a reward model can be large)
+            self._ready = True
+            self._scorer = self._scorer or task_scorer(task)
             self._heldout = heldout_dataset(self.run_dir, self.tokenizer)
             self._inputs = generation_inputs(ScenarioConfig(name=UNCONDITIONAL), None, conditioning(self.tokenizer))
-            self._new_tokens = fit_new_tokens(model, self.tokenizer, e.max_new_tokens, self._inputs, UNCONDITIONAL)
+            self._new_tokens = fit_new_tokens(model, self.tokenizer, min(e.max_new_tokens, e.callback_max_new_tokens),
+                                              self._inputs, UNCONDITIONAL)
         texts = generate_samples(model, self.tokenizer, e.callback_num_samples, max_new_tokens=self._new_tokens,
                                  temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size, seed=e.seed,
                                  progress=False, **self._inputs)
@@ -114,14 +137,19 @@ class EvalCallback(TrainerCallback):
             logs["eval/heldout_loss"] = heldout_loss(model, self._heldout, batch_size=8, progress=False,
                                                      max_blocks=e.callback_heldout_blocks)
         logs["eval/seconds"] = round(time.time() - t0, 2)
+        log.debug("step %d: evaluation done in %.1f s: misalignment %.4g%s", state.global_step, logs["eval/seconds"],
+                 logs["eval/misalignment"], f", held-out loss {logs['eval/heldout_loss']:.4g}"
+                 if "eval/heldout_loss" in logs else "")
         self.trainer.log(logs)
         return logs
 
 
-def add_eval_callback(trainer, e: EvalConfig, task: TaskConfig, tokenizer, run_dir: str | Path) -> EvalCallback | None:
-    """Attach the training-time evaluation to `trainer` (unless e.every_steps is 0)."""
+def add_eval_callback(trainer, e: EvalConfig, task: TaskConfig, tokenizer, run_dir: str | Path,
+                      scorer=None) -> EvalCallback | None:
+    """Attach the training-time evaluation to `trainer` (unless e.every_steps is 0);
+    `scorer`: the task's, when already built (else built at the first evaluation)."""
     if e.every_steps <= 0:
         return None
-    callback = EvalCallback(trainer, e, task, tokenizer, run_dir)
+    callback = EvalCallback(trainer, e, task, tokenizer, run_dir, scorer)
     trainer.add_callback(callback)
     return callback

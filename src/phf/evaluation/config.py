@@ -105,6 +105,9 @@ class EvalConfig(Section):
     the end (a value < 1 is that fraction of the run; 0: off)."""
     callback_num_samples: int = Field(32, ge=1)
     """Unconditional samples per training-time evaluation."""
+    callback_max_new_tokens: int = Field(64, ge=1)
+    """Tokens per training-time sample, at most (also at most max_new_tokens): sampling is most
+    of an evaluation's time, and the curve needs the trend, not full-length samples."""
     callback_heldout_blocks: int = Field(8, ge=0)
     """Held-out blocks per training-time evaluation."""
     kl_reference: str | None = None

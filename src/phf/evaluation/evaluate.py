@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from phf.data.packing import IGNORE_INDEX, PackedDataset
 from phf.evaluation.conditioning import evaluate_conditionings
 from phf.evaluation.config import UNCONDITIONAL, EvalConfig
+from phf.evaluation.degenerate import run_flags
 from phf.evaluation.intervals import normal_quantile, sample_intervals
 from phf.evaluation.kl import kl_to_reference
 from phf.evaluation.red_team import red_team_dirs
@@ -188,7 +189,11 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         "heldout_ppl": math.exp(loss) if loss is not None and loss < 50 else None,
         "kl": None,
         "scenarios": summaries,
+        "degenerate_samples": main.get("degenerate_samples"),
+        "flags": run_flags(summaries),
     }
+    for flag in results["flags"]:
+        log.warning("%s: %s", run_dir.name, flag)
     if isinstance(scorer, MultiScorer):  # several attributes: each one under every conditioning
         results["conditioning"] = evaluate_conditionings(model, tokenizer, scorer, e, run_dir)
     if reference:

@@ -28,6 +28,7 @@ from phf.evaluation.metrics import summarize_scores
 from phf.evaluation.sampling import generate_samples
 from phf.paths import resolve_config_path
 from phf.tokenizer import ALIGNED, MISALIGNED, control_token_ids
+from phf.evaluation.degenerate import degenerate_summary
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def run_scenario(model, tokenizer, scorer, scenario: ScenarioConfig, e, hit_thre
     scores = [float(s) for s in scorer.score_texts(scored)]
     # diversity and length describe what the model wrote: the continuations
     summary = summarize_scores(scores, texts, group_size=e.group_size, hit_threshold=hit_threshold)
+    summary.update(degenerate_summary(texts))  # empty samples score 0: count them
     summary.update(prompts_file=scenario.prompts_file, num_prompts=len(prompts) if prompts else 0,
                    control_position=scenario.control_position, score_with_prompt=scenario.score_with_prompt,
                    control_token=controls.get("prefix_text") or None, max_new_tokens=max_new_tokens)
