@@ -3,6 +3,7 @@ at a time, so that an interrupted measurement keeps whole seeds and a rerun cont
 
     python bench/findings.py                      # every task, 3 seeds
     python bench/findings.py --tasks pep8 --seeds 42,43,44
+    python bench/findings.py --tasks pep8 --objectives mle,filtering,conditional --finetune none
 
 After each (task, number of seeds) the sweep's report and a summary of every run
 (results, the command, the commit, the CPU and the wall time) are copied to
@@ -57,8 +58,9 @@ def commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def run(task: str, seeds: list[int], out_root: Path, extra: list[str]) -> dict:
-    objectives, finetune = PLAN[task]
+def run(task: str, seeds: list[int], out_root: Path, extra: list[str], objectives: str | None = None,
+        finetune: str | None = None) -> dict:
+    objectives, finetune = objectives or PLAN[task][0], finetune or PLAN[task][1]
     out = out_root / task
     command = [sys.executable, "-m", "phf", "sweep", "--task", task, "--objectives", objectives,
                "--finetune", finetune, "--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else ""),
@@ -100,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default="pep8,toxicity,pii")
     p.add_argument("--seeds", default="42,43,44")
     p.add_argument("--out", default="runs/findings")
+    p.add_argument("--objectives", help="a subset of the task's plan (the same folder: finished runs are reused)")
+    p.add_argument("--finetune", help="the finetuning row's objective, or none (default: the plan's)")
     p.add_argument("extra", nargs="*", help="overrides passed to every sweep")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
     for k in range(1, len(seeds) + 1):  # seed by seed over the tasks: whole seeds first
         for task in args.tasks.split(","):
             prepare_corpus(task)
-            meta = run(task, seeds[:k], out_root, args.extra)
+            meta = run(task, seeds[:k], out_root, args.extra, args.objectives, args.finetune)
             publish(task, out_root, meta)
             print(f"findings: {task} with seeds {seeds[:k]} published to docs/findings/{task}", flush=True)
     return 0
