@@ -28,7 +28,8 @@ from pathlib import Path
 
 from phf.config import Config, ConfigError, check_paths, load_config
 from phf.errors import SaveFailed
-from phf.runfiles import RunFiles
+from phf.records import scored_files
+from phf.runfiles import RunFiles, write_json
 
 SETTINGS_HELP = (
     "YAML config files (a path, or a name under phf's configs like tasks/pep8, objectives/conditional, "
@@ -73,7 +74,6 @@ def _empty_output(report: dict) -> int:
 def _score_on_ray(args, cfg: Config, out) -> int:
     from phf.data.scoring import scoring_source, summary_path
     from phf.engines.ray_scoring import score_corpus_ray
-    from phf.runfiles import write_json
 
     result = score_corpus_ray(cfg.data, out, cfg.task.scorer, cfg.task.scorer_args,
                               threshold=cfg.task.misalignment_thresholds(), time_limit=args.time_limit or None,
@@ -94,7 +94,6 @@ def _score_on_ray(args, cfg: Config, out) -> int:
 def cmd_pack(args) -> int:
     from phf.data.transforms import resolve_threshold
     from phf.engines.ray_packing import pack_shards_ray
-    from phf.records import scored_files
     from phf.tokenizer import add_control_tokens, load_tokenizer
     from phf.train import pack_spec
 

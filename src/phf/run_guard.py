@@ -22,6 +22,8 @@ import yaml
 from phf.errors import ConfigError, DataError
 from phf.records import scored_sources
 from phf.runfiles import RunFiles, read_json
+from phf.scorers import task_scorer
+from phf.trainer import last_complete_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +178,6 @@ def build_eval_scorer(cfg):
     packing); None when evaluation during training is off."""
     if cfg.eval.every_steps <= 0:
         return None
-    from phf.scorers import task_scorer
-
     try:
         return task_scorer(cfg.task)
     except (OSError, ImportError, ValueError, RuntimeError) as e:
@@ -192,8 +192,6 @@ MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mod
 
 def check_trained(run_dir: str | Path) -> None:
     """Raise a one-line error when `run_dir` holds a run whose training did not finish."""
-    from phf.trainer import last_complete_checkpoint
-
     files = RunFiles(run_dir)
     if any((files.dir / f).is_file() for f in MODEL_FILES) and (files.dir / "config.json").is_file():
         return

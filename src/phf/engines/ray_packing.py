@@ -28,7 +28,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
+from phf.data.packing import PackSpec, pack
 from phf.errors import DataError
+from phf.records import read_scored
+from phf.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from phf.engines.ray_cluster import ray_session
 
 log = logging.getLogger(__name__)
@@ -42,10 +45,6 @@ def shard_folder(out_dir: Path, index: int) -> Path:
 
 def pack_shard(shard: str, tokenizer_dir: str, spec: dict, folder: str) -> dict:
     """Pack one scored shard into `folder` (via a temporary folder, renamed at the end)."""
-    from phf.data.packing import PackSpec, pack
-    from phf.records import read_scored
-    from phf.tokenizer import load_tokenizer, tokenizer_fingerprint
-
     tokenizer = load_tokenizer(tokenizer_dir)
     if spec["tokenizer"] and tokenizer_fingerprint(tokenizer) != spec["tokenizer"]:
         raise ValueError(f"{tokenizer_dir}: not the tokenizer this pack was planned with")
@@ -73,8 +72,6 @@ def pack_shards_ray(shards: Sequence[str | Path], tokenizer, spec, out_dir: str 
     training); `spec` the run's PackSpec. Returns {"folders", "packed", "skipped",
     "documents", "tokens", "blocks", "filtered_documents"} summed over the shards.
     """
-    from phf.tokenizer import save_tokenizer, tokenizer_fingerprint
-
     out = Path(out_dir)
     shards = [str(s) for s in shards]
     spec = replace(spec, tokenizer=spec.tokenizer or tokenizer_fingerprint(tokenizer))

@@ -45,6 +45,7 @@ from phf.data.scoring import (DEFAULT_TIME_LIMIT, LOG_FAILURES, ScoringFailure, 
 from phf.errors import DataError
 from phf.inputs import SourceStats
 from phf.records import ScoredWriter
+from phf.scorers import get_scorer
 from phf.runfiles import write_text_atomic
 from phf.engines.ray_cluster import ray_session
 from phf.engines.shards import SHARD_BYTES, SHARD_ROWS, InputShard, plan_input_shards, read_shard
@@ -113,8 +114,6 @@ _SCORERS: dict = {}
 
 def _cached_scorer(name: str, args: dict):
     # a Ray worker process runs many tasks: build each scorer once per process
-    from phf.scorers import get_scorer
-
     key = (name, json.dumps(args, sort_keys=True))
     if key not in _SCORERS:
         _SCORERS[key] = get_scorer(name, **args)
@@ -130,8 +129,6 @@ class ShardScorer:
     """An actor: loads the (model) scorer once, then scores shards on it."""
 
     def __init__(self, scorer_name: str, scorer_args: dict, chunk_size: int, limit, threshold, text_field, on_bad):
-        from phf.scorers import get_scorer
-
         self.scorer = get_scorer(scorer_name, **scorer_args)
         self.settings = (chunk_size, limit, threshold, text_field, on_bad)
 

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from phf.data.config import DataConfig
 from phf.errors import DataError
-from phf.inputs import SourceStats, is_saved_dataset, list_files
+from phf.inputs import SourceStats, is_saved_dataset, iter_hf_dataset, list_files
 from phf.data.sources import _files, _read_files, _read_hf, _read_jsonl, stdlib_dir
 
 #: default shard size of file sources (bytes on disk) and of datasets (rows)
@@ -71,8 +71,6 @@ def plan_input_shards(cfg: DataConfig, shard_bytes: int = SHARD_BYTES, shard_row
         if cfg.streaming:
             raise DataError("data.streaming: a streamed dataset has no length to cut into shards; with --engine "
                             "ray use a saved dataset or its parquet files")
-        from phf.inputs import iter_hf_dataset
-
         n = len(iter_hf_dataset(paths[0], cfg.split, streaming=False))
         return [InputShard(f"{i:05d}", "dataset", dataset=paths[0], split=cfg.split, start=start,
                            stop=min(start + shard_rows, n))
@@ -120,8 +118,6 @@ def read_shard(shard: InputShard, text_field: str, stats: SourceStats, on_bad: s
     if shard.kind == "parquet":
         return _read_hf(_parquet_rows(shard.paths[0]), shard.paths[0], text_field, stats, on_bad)
     if shard.kind == "dataset":
-        from phf.inputs import iter_hf_dataset
-
         rows = iter_hf_dataset(shard.dataset, shard.split, streaming=False).select(range(shard.start, shard.stop))
         return _offset_index(_read_hf(rows, shard.dataset, text_field, stats, on_bad), shard.start)
     raise ValueError(f"unknown shard kind {shard.kind!r}")

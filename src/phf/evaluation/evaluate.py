@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from phf.data.packing import IGNORE_INDEX, PackedDataset
+from phf.evaluation import lm_eval_hook
 from phf.evaluation.conditioning import evaluate_conditionings
 from phf.evaluation.config import UNCONDITIONAL, EvalConfig
 from phf.evaluation.degenerate import run_flags
@@ -147,10 +148,8 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
     reference = kl_reference if kl_reference is not None else e.kl_reference
     tasks = list(lm_eval_tasks if lm_eval_tasks is not None else e.lm_eval_tasks)
     if tasks:  # fail before the long sampling, not after it
-        from phf.evaluation.lm_eval_hook import _MISSING, lm_eval_available
-
-        if not lm_eval_available():
-            raise ValueError(_MISSING)
+        if not lm_eval_hook.lm_eval_available():
+            raise ValueError(lm_eval_hook._MISSING)
     model = model or load_model(str(run_dir))
     tokenizer = tokenizer or load_tokenizer(str(run_dir))
     scorer = scorer or task_scorer(task)
@@ -200,9 +199,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         details = kl_results(run_dir, str(reference), e)
         results.update(_kl_entries(details))
     if tasks:
-        from phf.evaluation.lm_eval_hook import run_lm_eval
-
-        results["lm_eval"] = run_lm_eval(run_dir, tasks, limit=e.lm_eval_limit, seed=e.seed)
+        results["lm_eval"] = lm_eval_hook.run_lm_eval(run_dir, tasks, limit=e.lm_eval_limit, seed=e.seed)
     _write_results(run_dir, results)
     return results
 

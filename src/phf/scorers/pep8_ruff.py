@@ -29,6 +29,7 @@ Needs the `ruff` executable: `pip install 'phf[fast]'` (or any `ruff>=0.6` on PA
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -36,9 +37,11 @@ import subprocess
 import tempfile
 from typing import Sequence
 
+import pycodestyle
+
 from phf.scorers.segment import split_lines
 from phf.scorers.base import Scorer, check_document_average
-from phf.scorers.pep8 import lines_as_read, newline_line_numbers
+from phf.scorers.pep8 import PEP8Scorer, _CountingReport, lines_as_read, newline_line_numbers
 
 #: pycodestyle's DEFAULT_IGNORE, in the codes ruff knows (E121, E123, E126 and
 #: W503/W504 have no ruff rule; E24 is E241/E242)
@@ -170,10 +173,6 @@ class RuffPEP8Scorer(Scorer):
 
 def _continuation_options(ignore, select, max_line_length):
     """pycodestyle options that run only its continued_indentation check (E12x, E131)."""
-    import copy
-
-    from phf.scorers.pep8 import PEP8Scorer
-
     options = copy.copy(PEP8Scorer(ignore=ignore, select=select, max_line_length=max_line_length)._options)
     options.logical_checks = [c for c in options.logical_checks if c[0] == "continued_indentation"]
     options.physical_checks, options.ast_checks = [], []
@@ -181,10 +180,6 @@ def _continuation_options(ignore, select, max_line_length):
 
 
 def _continuation_violations(text: str, options) -> list[tuple[int, str]]:
-    import pycodestyle
-
-    from phf.scorers.pep8 import _CountingReport
-
     report = _CountingReport(options)
     try:  # the lines pycodestyle would read from the file, as in PEP8Scorer
         pycodestyle.Checker(lines=lines_as_read(text), options=options, report=report).check_all()
