@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -293,25 +294,34 @@ def _cluster_pids(port: int) -> list[int]:
 
 @pytest.mark.slow
 def test_two_node_cluster_scores_a_corpus(corpus, tmp_path):
-    """Two `ray start` nodes of one CPU each on 127.0.0.1; `phf score --engine ray --address`
-    from another process; the records equal the local engine's."""
+    """Two `ray start` nodes of one CPU each; `phf score --engine ray --address` from another
+    process; the records equal the local engine's.
+
+    The cluster runs in a network namespace of its own with only loopback (`unshare -n`):
+    a multi-node Ray 2.60 cluster advertises each node at the machine's routable address
+    even when given 127.0.0.1 (ray.scripts.scripts: resolve_ip_for_localhost), and no
+    test of ours sends traffic to any address but loopback."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("needs `unshare -n` (a network namespace with only loopback) for the two-node cluster")
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    # a multi-node cluster: Ray 2.60 then advertises each node at the machine's routable
-    # address even when given 127.0.0.1 (ray.scripts.scripts: resolve_ip_for_localhost)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])),
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+           # a cluster of `ray start` nodes uses token authentication: this test's own
+           # token, given to every process of the cluster and to the driver
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     ray_bin = str(Path(sys.executable).parent / "ray")
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    common = "--num-cpus=1 --node-ip-address=127.0.0.1 --disable-usage-stats --object-store-memory=100000000"
+    out = tmp_path / "ray"
+    script = "\n".join([
+        "set -e", "ip link set lo up",
+        f"{ray_bin} start --head --port={port} --include-dashboard=false {common} > /dev/null",
+        f"{ray_bin} start --address={address} {common} > /dev/null",
+        f"{sys.executable} -m phf.cli score data.source=dir data.path={corpus} --engine ray --address {address} "
+        f"--shard-mb 0.04 -o {out}"])
     try:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                        "--object-store-memory=100000000", *common], env=env, check=True, capture_output=True)
-        subprocess.run([ray_bin, "start", f"--address={address}", "--object-store-memory=100000000", *common],
-                       env=env, check=True, capture_output=True)
-        out = tmp_path / "ray"
-        run = subprocess.run([sys.executable, "-m", "phf.cli", "score", "data.source=dir", f"data.path={corpus}",
-                              "--engine", "ray", "--address", address, "--shard-mb", "0.04", "-o", str(out)],
-                             env=env, capture_output=True, text=True, timeout=240)
+        run = subprocess.run(["unshare", "-n", "bash", "-c", script], env=env, capture_output=True, text=True,
+                             timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
         report = json.loads(Path(f"{out}.summary.json").read_text())
         nodes = {json.loads(p.read_text())["pid"] for p in out.glob("shard-*.done.json")}
