@@ -221,7 +221,8 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
                     log.info("%s: already evaluated, skipping", run_dir)
                 continue
             if not files.train_summary.exists():
-                timer.run(f"train/{stage}", lambda: train(cfg, resume=True))  # a killed run continues
+                # a run that was killed continues (from its last checkpoint, if it saved one)
+                timer.run(f"train/{stage}", lambda: train(cfg, resume=bool(files.outputs())))
             timer.run(f"eval/{stage}", lambda: evaluate_run(run_dir, cfg.eval, cfg.task))
 
     report = timer.run("report", lambda: write_report(report_dirs, out_dir / "report.md",
