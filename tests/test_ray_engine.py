@@ -68,8 +68,10 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def local_records(data: DataConfig, out: Path, scorer: str = "pep8", scorer_args: dict | None = None):
-    summary = score_corpus(iter_documents(data), str(out), scorer, scorer_args, num_workers=1)
+def local_records(data: DataConfig, out: Path, scorer: str = "pep8", scorer_args: dict | None = None,
+                  counting: dict | None = None):
+    counting = counting or {}
+    summary = score_corpus(iter_documents(data), str(out), scorer, scorer_args, num_workers=1, **counting)
     return list(read_scored(out)), summary
 
 
@@ -81,7 +83,10 @@ def by_meta(records):
     return sorted(records, key=lambda r: json.dumps(r.meta, sort_keys=True))
 
 
+#: what both engines' summaries count: filtering's removals at the paper's PEP8 threshold too
+COUNTING = {"document_thresholds": {"filtering": 0.002361}}
 SUMMARY_COUNTS = ("documents", "segments", "characters", "misaligned_segments", "failed_documents", "failures",
+                  "removed_by_threshold",
                   "documents_in")
 
 
@@ -97,8 +102,9 @@ def scored_on_ray(ray_local, corpus, tmp_path_factory):
     """The corpus scored with pep8 on Ray, in several shards, and by the local engine."""
     tmp = tmp_path_factory.mktemp("scored")
     data = DataConfig(source="dir", path=str(corpus))
-    result = score_corpus_ray(data, tmp / "ray", "pep8", shard_bytes=40_000, source={"test": 1})
-    local, summary = local_records(data, tmp / "local.jsonl")
+    result = score_corpus_ray(data, tmp / "ray", "pep8", shard_bytes=40_000, source={"test": 1}, **COUNTING)
+    local, summary = local_records(data, tmp / "local.jsonl", counting=COUNTING)
+    assert summary.removed_by_threshold["filtering"]["removed_documents"] > 0  # the count is not vacuous
     return tmp / "ray", result, local, summary, data
 
 

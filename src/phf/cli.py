@@ -72,11 +72,12 @@ def _empty_output(report: dict) -> int:
 
 
 def _score_on_ray(args, cfg: Config, out) -> int:
-    from phf.data.scoring import scoring_source, summary_path
+    from phf.data.scoring import scoring_source, summary_counting, summary_path
     from phf.engines.ray_scoring import score_corpus_ray
 
+    filtering = cfg.threshold if cfg.objective.name == "filtering" else None
     result = score_corpus_ray(cfg.data, out, cfg.task.scorer, cfg.task.scorer_args,
-                              threshold=cfg.task.misalignment_thresholds(), time_limit=args.time_limit or None,
+                              **summary_counting(cfg.task, filtering), time_limit=args.time_limit or None,
                               source=scoring_source(cfg.data), resume=not args.restart,
                               on_bad=args.on_bad_record, address=args.address,
                               num_cpus=args.workers or cfg.data.num_workers,

@@ -587,21 +587,28 @@ def score_dataset(data: DataConfig, task: TaskConfig, out: str | Path | None = N
     unless `restart`. Writes and returns the summary (`<out>.summary.json`, written last:
     its presence means the corpus is completely scored). The summary also counts the
     documents that filtering would remove at `filtering_threshold` (default: the task's)."""
-    if filtering_threshold is None:
-        filtering_threshold = task.thresholds.get("filtering")
+    counting = summary_counting(task, filtering_threshold)
     out = Path(out or data.scored_path)
     stats = SourceStats()
     docs = iter_documents(data, stats, on_bad=on_bad)
     summary = score_corpus(docs, str(out), task.scorer, task.scorer_args,
                            num_workers=num_workers or data.num_workers,
-                           threshold=task.misalignment_thresholds(), time_limit=time_limit,
-                           resume=not restart, source=scoring_source(data),
-                           document_thresholds={} if filtering_threshold is None else {"filtering": filtering_threshold},
-                           combine=task.combine, combine_weights=task.combine_weights)
+                           time_limit=time_limit, resume=not restart, source=scoring_source(data), **counting)
     report = {"output": str(out), **summary.to_dict(), "source_records_in": stats.records_in,
               "source_read": stats.read, "source_skipped": stats.skipped}
     write_json(summary_path(out), report)
     return report
+
+
+def summary_counting(task: TaskConfig, filtering_threshold: float | None = None) -> dict:
+    """What a scoring summary counts for `task`: segments above its misalignment
+    threshold(s), and the documents filtering would remove at `filtering_threshold`
+    (default: the task's), several attributes combined by the task's rule."""
+    if filtering_threshold is None:
+        filtering_threshold = task.thresholds.get("filtering")
+    return {"threshold": task.misalignment_thresholds(),
+            "document_thresholds": {} if filtering_threshold is None else {"filtering": filtering_threshold},
+            "combine": task.combine, "combine_weights": task.combine_weights}
 
 
 def scoring_source(data: DataConfig) -> dict:

@@ -86,12 +86,13 @@ def _shard_path(out_dir: Path, shard: InputShard, suffix: str) -> Path:
 
 
 def score_shard(shard: InputShard, out_dir: Path, scorer, chunk_size: int, limit: float | None,
-                threshold, text_field: str, on_bad: str) -> dict:
-    """Read, score and commit one shard; return its done record (counts and sums)."""
+                counting: dict, text_field: str, on_bad: str) -> dict:
+    """Read, score and commit one shard; return its done record (counts and sums).
+    `counting`: the ScoringSummary settings of what is counted (thresholds, combine rule)."""
     records_path = _shard_path(out_dir, shard, ".parquet")
     records_path.unlink(missing_ok=True)  # a previous attempt's, if it got that far
     stats = SourceStats()
-    summary = ScoringSummary(threshold=threshold, time_limit=limit)
+    summary = ScoringSummary(time_limit=limit, **counting)
     failures, index = [], 0
     with ScoredWriter(records_path) as writer:  # parquet: written to .partial, renamed on success
         for chunk in _chunks(read_shard(shard, text_field, stats, on_bad), chunk_size):
@@ -120,17 +121,17 @@ def _cached_scorer(name: str, args: dict):
     return _SCORERS[key]
 
 
-def _score_shard_task(shard, out_dir, scorer_name, scorer_args, chunk_size, limit, threshold, text_field, on_bad):
+def _score_shard_task(shard, out_dir, scorer_name, scorer_args, chunk_size, limit, counting, text_field, on_bad):
     scorer = _cached_scorer(scorer_name, scorer_args)
-    return score_shard(shard, Path(out_dir), scorer, chunk_size, limit, threshold, text_field, on_bad)
+    return score_shard(shard, Path(out_dir), scorer, chunk_size, limit, counting, text_field, on_bad)
 
 
 class ShardScorer:
     """An actor: loads the (model) scorer once, then scores shards on it."""
 
-    def __init__(self, scorer_name: str, scorer_args: dict, chunk_size: int, limit, threshold, text_field, on_bad):
+    def __init__(self, scorer_name: str, scorer_args: dict, chunk_size: int, limit, counting, text_field, on_bad):
         self.scorer = get_scorer(scorer_name, **scorer_args)
-        self.settings = (chunk_size, limit, threshold, text_field, on_bad)
+        self.settings = (chunk_size, limit, counting, text_field, on_bad)
 
     def score(self, shard: InputShard, out_dir: str) -> dict:
         return score_shard(shard, Path(out_dir), self.scorer, *self.settings)
@@ -142,13 +143,14 @@ def summary_state(s: ScoringSummary) -> dict:
     """What merging needs of a shard's summary, as JSON."""
     return {"documents": s.documents, "segments": s.segments, "characters": s.characters,
             "misaligned_segments": s.misaligned_segments, "failed_documents": s.failed_documents,
-            "failures": dict(s.failures), "sums": [[k, v] for k, v in s._sums.items()]}
+            "failures": dict(s.failures), "sums": [[k, v] for k, v in s._sums.items()],
+            "removed": {k: v["removed_documents"] for k, v in s.removed_by_threshold.items()}}
 
 
-def merge_summaries(parts: list[dict], threshold, time_limit) -> ScoringSummary:
+def merge_summaries(parts: list[dict], counting: dict, time_limit) -> ScoringSummary:
     """One ScoringSummary over shards, equal to the local engine's over the same records
     (up to the order of float additions)."""
-    total = ScoringSummary(threshold=threshold, time_limit=time_limit)
+    total = ScoringSummary(time_limit=time_limit, **counting)
     for p in parts:
         for k in ("documents", "segments", "characters", "misaligned_segments", "failed_documents"):
             setattr(total, k, getattr(total, k) + p[k])
@@ -158,6 +160,15 @@ def merge_summaries(parts: list[dict], threshold, time_limit) -> ScoringSummary:
             acc = total._sums.setdefault(name, [0.0, 0.0, 0])
             for i in range(3):
                 acc[i] += sums[i]
+    for objective, threshold in total.document_thresholds.items():
+        # a shard scored by an earlier run that counted other thresholds cannot say
+        if all(objective in p.get("removed", {}) for p in parts):
+            removed = sum(p["removed"][objective] for p in parts)
+            total.removed_by_threshold[objective] = {"threshold": threshold, "removed_documents": removed,
+                                                     "removed_fraction": removed / max(total.documents, 1)}
+        else:
+            log.info("not counting what %s would remove: some shards were scored by a run that did not count it",
+                     objective)
     for name, (seg_sum, doc_sum, misaligned) in total._sums.items():
         means = {"mean_segment_score": seg_sum / max(total.segments, 1),
                  "mean_document_score": doc_sum / max(total.documents, 1)}
@@ -213,14 +224,19 @@ def score_corpus_ray(data: DataConfig, out_dir: str | Path, scorer: str, scorer_
                      source: dict | None = None, resume: bool = True, on_bad: str = "error",
                      address: str | None = None, num_cpus: int | None = None, chunk_size: int | None = None,
                      shard_bytes: int = SHARD_BYTES, shard_rows: int = SHARD_ROWS, actors: int | None = None,
-                     gpus_per_actor: float | None = None) -> RayScoringResult:
+                     gpus_per_actor: float | None = None, document_thresholds: dict | None = None,
+                     combine: str = "max", combine_weights: dict | None = None) -> RayScoringResult:
     """Score the corpus of `data` on Ray into the folder `out_dir` (see the module docstring).
 
     `address`: a running cluster ("auto" or "HOST:PORT"); None starts a local Ray
     instance with `num_cpus` CPUs for this run (inside an existing `ray.init` session,
     that session is used). `actors` and `gpus_per_actor` size the actor pool of a
     model scorer (defaults: one actor per GPU, or one actor on a CPU-only cluster).
+    `document_thresholds`, `combine`, `combine_weights`: what the summary counts as removed
+    by filtering, as in the local engine's `score_corpus`.
     """
+    counting = {"threshold": threshold, "document_thresholds": dict(document_thresholds or {}),
+                "combine": combine, "combine_weights": dict(combine_weights or {})}
     scorer_args = scorer_args or {}
     chunk_size = chunk_size or _chunk_size(scorer)
     out = Path(out_dir)
@@ -238,7 +254,7 @@ def score_corpus_ray(data: DataConfig, out_dir: str | Path, scorer: str, scorer_
         log.info("%d shards: %d complete, %d to score", len(plan), len(done), len(todo))
         if todo:
             with ray_session(address, num_cpus) as ray:
-                settings = (chunk_size, time_limit, threshold, data.text_field, on_bad)
+                settings = (chunk_size, time_limit, counting, data.text_field, on_bad)
                 if uses_model(scorer, scorer_args):
                     results = _run_actors(ray, todo, out, scorer, scorer_args, settings, actors, gpus_per_actor)
                 else:
@@ -249,7 +265,7 @@ def score_corpus_ray(data: DataConfig, out_dir: str | Path, scorer: str, scorer_
         _write_failures(out, plan, failures_path)
     finally:
         lock.close()
-    summary = merge_summaries(parts, threshold, time_limit)
+    summary = merge_summaries(parts, counting, time_limit)
     resumed = [done[s.name] for s in plan if s not in todo]
     summary.resumed_documents = sum(p["documents"] + p["failed_documents"] for p in resumed)
     if summary.failed_documents:
