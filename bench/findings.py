@@ -7,7 +7,8 @@ at a time, so that an interrupted measurement keeps whole seeds and a rerun cont
 
 After each (task, number of seeds) the sweep's report and a summary of every run
 (results, the command, the commit, the CPU and the wall time) are copied to
-`docs/findings/<task>/`, which is meant to be committed as runs finish. The runs
+`docs/findings/<task>/<plan>/` (`all`, or the objectives of a subset joined by `+`),
+which is meant to be committed as runs finish. The runs
 themselves stay under `runs/findings/<task>` (not in git).
 """
 
@@ -78,9 +79,9 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def publish(task: str, out_root: Path, meta: dict) -> None:
+def publish(task: str, out_root: Path, meta: dict, plan: str) -> None:
     """Copy the report and every run's results next to the command that made them."""
-    src, dest = out_root / task, ROOT / "docs" / "findings" / task
+    src, dest = out_root / task, ROOT / "docs" / "findings" / task / plan
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / "report.md", dest / "report.md")
     if (src / "report_figures").is_dir():
@@ -112,8 +113,9 @@ def main(argv=None) -> int:
         for task in args.tasks.split(","):
             prepare_corpus(task)
             meta = run(task, seeds[:k], out_root, args.extra, args.objectives, args.finetune)
-            publish(task, out_root, meta)
-            print(f"findings: {task} with seeds {seeds[:k]} published to docs/findings/{task}", flush=True)
+            plan = args.objectives.replace(",", "+") if args.objectives else "all"
+            publish(task, out_root, meta, plan)
+            print(f"findings: {task} with seeds {seeds[:k]} published to docs/findings/{task}/{plan}", flush=True)
     return 0
 
 
