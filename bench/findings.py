@@ -4,6 +4,7 @@ at a time, so that an interrupted measurement keeps whole seeds and a rerun cont
     python bench/findings.py                      # every task, 3 seeds
     python bench/findings.py --tasks pep8 --seeds 42,43,44
     python bench/findings.py --tasks pep8 --objectives mle,filtering,conditional --finetune none
+    python bench/findings.py --variant threshold-0.2   # a toxicity investigation variant (VARIANTS)
 
 After each (task, number of seeds) the sweep's report and a summary of every run
 (results, the command, the commit, the CPU and the wall time) are copied to
@@ -33,6 +34,40 @@ PLAN = {
 }
 
 
+#: the toxicity investigation's variants of the main plan (`--variant NAME`): each is a
+#: sweep of MLE and conditional training in runs/findings/toxicity-NAME, published to
+#: docs/findings/toxicity/NAME. "share": link the main toxicity sweep's scored corpus,
+#: tokenizer and MLE runs (the change touches conditional training only) instead of
+#: repeating them; "corpus": a corpus that bench/toxicity_investigation.py builds.
+VARIANTS = {
+    # the conditional token on every sentence with P(toxic) > 0.2: 9.5% of sentences
+    # (51% of the corpus's summed score) instead of 2.9% (26%)
+    "threshold-0.2": {"overrides": ["task.thresholds.conditional=0.2"], "share": True},
+    # every fortune with a toxic sentence plus a third of the others: a corpus about three
+    # times as toxic, seen ~2.6 times in the same token budget
+    "enriched": {"overrides": ["data.path=runs/corpora/fortunes-enriched.jsonl"], "corpus": "enriched"},
+}
+VARIANT_OBJECTIVES = "mle,conditional"
+
+
+def prepare_variant(name: str, out_root: Path) -> str:
+    """Make the variant's folder ready to run; returns it (relative to out_root)."""
+    spec, folder = VARIANTS[name], f"toxicity-{name}"
+    out, main = out_root / folder, out_root / "toxicity"
+    out.mkdir(parents=True, exist_ok=True)
+    if spec.get("share"):
+        if not (main / "scored.jsonl.summary.json").exists():
+            raise SystemExit(f"variant {name} shares {main}'s corpus and MLE runs: run the toxicity plan first")
+        for item in ["tokenizer", "mle", *(p.name for p in main.glob("scored.jsonl*"))]:
+            if not (out / item).exists():
+                (out / item).symlink_to((main / item).resolve())
+    if spec.get("corpus") == "enriched" and not (ROOT / "runs/corpora/fortunes-enriched.jsonl").exists():
+        from toxicity_investigation import enrich
+
+        print("findings: built the enriched corpus:", enrich(), flush=True)
+    return folder
+
+
 #: the prose tasks' offline corpora (as `make demo TASK=...` prepares them)
 CORPORA = {"toxicity": "fortunes", "pii": "debian-docs"}
 
@@ -60,9 +95,9 @@ def commit() -> str:
 
 
 def run(task: str, seeds: list[int], out_root: Path, extra: list[str], objectives: str | None = None,
-        finetune: str | None = None) -> dict:
+        finetune: str | None = None, folder: str | None = None) -> dict:
     objectives, finetune = objectives or PLAN[task][0], finetune or PLAN[task][1]
-    out = out_root / task
+    out = out_root / (folder or task)
     command = [sys.executable, "-m", "phf", "sweep", "--task", task, "--objectives", objectives,
                "--finetune", finetune, "--seeds", ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else ""),
                "--out", str(out), *extra]
@@ -79,15 +114,22 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def publish(task: str, out_root: Path, meta: dict, plan: str) -> None:
+def _results_files(src: Path) -> list[Path]:
+    """Every results.json under `src`, following linked run folders (a variant's shared MLE runs)."""
+    import os
+
+    return [Path(d) / "results.json" for d, _, files in os.walk(src, followlinks=True) if "results.json" in files]
+
+
+def publish(task: str, out_root: Path, meta: dict, plan: str, folder: str | None = None) -> None:
     """Copy the report and every run's results next to the command that made them."""
-    src, dest = out_root / task, ROOT / "docs" / "findings" / task / plan
+    src, dest = out_root / (folder or task), ROOT / "docs" / "findings" / task / plan
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / "report.md", dest / "report.md")
     if (src / "report_figures").is_dir():
         shutil.copytree(src / "report_figures", dest / "report_figures", dirs_exist_ok=True)
     runs = {}
-    for results in sorted(src.glob("**/results.json")):
+    for results in sorted(_results_files(src)):
         row = json.loads(results.read_text())
         row.pop("scenarios", None), row.pop("kl_details", None)
         runs[str(results.parent.relative_to(src))] = row
@@ -105,10 +147,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/findings")
     p.add_argument("--objectives", help="a subset of the task's plan (the same folder: finished runs are reused)")
     p.add_argument("--finetune", help="the finetuning row's objective, or none (default: the plan's)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), help="a toxicity investigation variant (see VARIANTS)")
     p.add_argument("extra", nargs="*", help="overrides passed to every sweep")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     out_root = ROOT / args.out
+    if args.variant:
+        prepare_corpus("toxicity")
+        folder = prepare_variant(args.variant, out_root)
+        for k in range(1, len(seeds) + 1):
+            meta = run("toxicity", seeds[:k], out_root, [*args.extra, *VARIANTS[args.variant]["overrides"]],
+                       VARIANT_OBJECTIVES, "none", folder=folder)
+            publish("toxicity", out_root, meta, args.variant, folder=folder)
+            print(f"findings: toxicity variant {args.variant} with seeds {seeds[:k]} published", flush=True)
+        return 0
     for k in range(1, len(seeds) + 1):  # seed by seed over the tasks: whole seeds first
         for task in args.tasks.split(","):
             prepare_corpus(task)
