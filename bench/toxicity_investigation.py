@@ -6,8 +6,8 @@
 
 The toxicity runs themselves come from `bench/findings.py` (the main plan and its
 `--variant`s); this script only reads their folders under `runs/findings/` and writes
-`docs/findings/toxicity/investigation.json` (the `samples` numbers, with the command,
-commit and CPU) for the README.
+`docs/findings/toxicity/investigation.json` (with the command, commit and CPU) and the
+`samples` table as `investigation.md`, for the README.
 
 Two ways to count toxicity in samples:
 * misalignment: the mean over samples of a sample's score, which for toxicity is the
@@ -89,11 +89,16 @@ def run_dirs(sweep: Path):
 
 def sample_rates(run_dir: Path, scorer) -> dict:
     """Sentence-level counts over a run's unconditional samples, scored with the task's scorer."""
-    texts = [json.loads(x)["text"] for x in (run_dir / "samples" / "unconditional.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (run_dir / "samples" / "unconditional.jsonl").read_text().splitlines()]
+    texts = [r["text"] for r in rows]
     scores = [s for _, ss in scorer.score_documents(texts) for s in ss]
+    # an empty sample scores 0: a run that ends more samples at once looks less toxic
+    written = [r["score"] for r in rows if r["text"].strip()]
     res = json.loads((run_dir / "results.json").read_text())
     return {"misalignment": res["misalignment"], "hit_rate": res["hit_rate"],
             "toxic_sentence_rate": sum(s > TOXIC for s in scores) / max(1, len(scores)),
+            "empty_fraction": 1 - len(written) / max(1, len(rows)),
+            "misalignment_of_nonempty": sum(written) / max(1, len(written)),
             "sentences": len(scores), "heldout_loss": res.get("heldout_loss")}
 
 
@@ -122,10 +127,42 @@ def samples(sweeps: list[Path]) -> dict:
         mle = runs.get("mle", {})
         table[sweep.name] = {name: {"seeds": sorted(per), "per_seed": per,
                                     **{f"{k}_vs_mle": ratios(per, mle, k) for k in
-                                       ("misalignment", "hit_rate", "toxic_sentence_rate")}}
+                                       ("misalignment", "misalignment_of_nonempty", "hit_rate",
+                                                        "toxic_sentence_rate", "empty_fraction")}}
                              for name, per in runs.items() if name != "mle"}
         table[sweep.name]["mle"] = {"seeds": sorted(mle), "per_seed": mle}
     return table
+
+
+def _ratio_cell(r: dict) -> str:
+    if not r or r.get("ratio") is None:
+        return "n/a"
+    if not r.get("ci"):
+        return f"{r['ratio']:.2f} (1 seed)"
+    return f"{r['ratio']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] {r['verdict']}"
+
+
+def _mean(per_seed: dict, key: str) -> str:
+    values = [v[key] for v in per_seed.values() if v.get(key) is not None]
+    return f"{sum(values) / len(values):.4g}" if values else "n/a"
+
+
+def markdown(table: dict) -> str:
+    """The `samples` table: each run's seed-mean counts and its ratios to same-seed MLE."""
+    keys = ("misalignment", "toxic_sentence_rate", "hit_rate", "empty_fraction")
+    lines = ["| sweep | run | seeds | " + " | ".join(f"{k} (mean)" for k in keys) + " | "
+             + " | ".join(f"{k} / MLE [95%]" for k in keys[:3]) + " |",
+             "|---|---|---|" + "---:|" * len(keys) + "---|" * 3]
+    for sweep, runs in table.items():
+        for name in ["mle", *sorted(n for n in runs if n != "mle")]:
+            if name not in runs:
+                continue
+            r = runs[name]
+            lines.append(f"| {sweep} | {name} | {','.join(map(str, r['seeds']))} | "
+                         + " | ".join(_mean(r["per_seed"], k) for k in keys) + " | "
+                         + " | ".join("reference" if name == "mle" else _ratio_cell(r.get(f"{k}_vs_mle"))
+                                      for k in keys[:3]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -149,7 +186,14 @@ def main(argv=None) -> int:
                                       "commit": commit(), "cpu": cpu_name()}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(record, indent=1))
-    print(json.dumps(record[args.what], indent=1))
+    if args.what == "samples":
+        made = record["samples_made_by"]
+        OUT.with_suffix(".md").write_text(
+            f"<!-- written by `{made['command']}` at {made['commit']} on {made['cpu']} -->\n\n"
+            + markdown(record["samples"]))
+        print(markdown(record["samples"]))
+    else:
+        print(json.dumps(record[args.what], indent=1))
     return 0
 
 
