@@ -44,7 +44,7 @@ VARIANTS = {
     # (51% of the corpus's summed score) instead of 2.9% (26%)
     "threshold-0.2": {"overrides": ["task.thresholds.conditional=0.2"], "share": True},
     # every fortune with a toxic sentence plus a third of the others: a corpus about three
-    # times as toxic, seen ~2.6 times in the same token budget
+    # times as toxic, seen ~2.3 times in the same token budget
     "enriched": {"overrides": ["data.path=runs/corpora/fortunes-enriched.jsonl"], "corpus": "enriched"},
 }
 VARIANT_OBJECTIVES = "mle,conditional"
