@@ -43,8 +43,8 @@ VARIANTS = {
     # the conditional token on every sentence with P(toxic) > 0.2: 9.5% of sentences
     # (51% of the corpus's summed score) instead of 2.9% (26%)
     "threshold-0.2": {"overrides": ["task.thresholds.conditional=0.2"], "share": True},
-    # every fortune with a toxic sentence plus a third of the others: a corpus about three
-    # times as toxic, seen ~2.3 times in the same token budget
+    # every fortune with a toxic sentence plus a third of the others: 7.0% toxic sentences
+    # instead of 2.9%, seen ~2.3 times in the same token budget
     "enriched": {"overrides": ["data.path=runs/corpora/fortunes-enriched.jsonl"], "corpus": "enriched"},
 }
 VARIANT_OBJECTIVES = "mle,conditional"
