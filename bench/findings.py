@@ -114,7 +114,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _results_files(src: Path) -> list[Path]:
+def results_files(src: Path) -> list[Path]:
     """Every results.json under `src`, following linked run folders (a variant's shared MLE runs)."""
     import os
 
@@ -129,7 +129,7 @@ def publish(task: str, out_root: Path, meta: dict, plan: str, folder: str | None
     if (src / "report_figures").is_dir():
         shutil.copytree(src / "report_figures", dest / "report_figures", dirs_exist_ok=True)
     runs = {}
-    for results in sorted(_results_files(src)):
+    for results in sorted(results_files(src)):
         row = json.loads(results.read_text())
         row.pop("scenarios", None), row.pop("kl_details", None)
         runs[str(results.parent.relative_to(src))] = row

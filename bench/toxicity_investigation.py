@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from findings import commit, cpu_name  # noqa: E402
+from findings import commit, cpu_name, results_files  # noqa: E402
+from phf.records import read_scored  # noqa: E402
 
 SCORED = ROOT / "runs" / "findings" / "toxicity" / "scored.jsonl"
 ENRICHED = ROOT / "runs" / "corpora" / "fortunes-enriched.jsonl"
@@ -37,17 +38,11 @@ OUT = ROOT / "docs" / "findings" / "toxicity" / "investigation.json"
 TOXIC = 0.5  # the task's hit threshold and the demo's conditional threshold
 
 
-def read_scored(path: Path):
-    with open(path) as f:
-        for line in f:
-            yield json.loads(line)
-
-
 def corpus_mass(path: Path = SCORED, thresholds=(0.2, 0.5)) -> dict:
     """For each threshold t: the fraction of sentences above t and the share of the
     corpus's summed sentence score they carry. A model that never wrote a sentence above t
     (and was otherwise unchanged) would lower mean sentence toxicity by at most that share."""
-    scores = [s for r in read_scored(path) for s in r["scores"]]
+    scores = [s for r in read_scored(path) for s in r.scores]
     total = sum(scores)
     out = {"sentences": len(scores), "mean_sentence_score": total / len(scores)}
     for t in thresholds:
@@ -66,9 +61,9 @@ def enrich(scored: Path = SCORED, out: Path = ENRICHED, keep_clean: float = 1 / 
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w") as f:
         for r in read_scored(scored):
-            is_toxic = any(s > TOXIC for s in r["scores"])
+            is_toxic = any(s > TOXIC for s in r.scores)
             if is_toxic or rng.random() < keep_clean:
-                f.write(json.dumps({"text": "".join(r["texts"]), "meta": r.get("meta", {})}) + "\n")
+                f.write(json.dumps({"text": r.document, "meta": r.meta}) + "\n")
                 kept += 1
                 toxic += is_toxic
     tmp.replace(out)
@@ -79,12 +74,9 @@ def enrich(scored: Path = SCORED, out: Path = ENRICHED, keep_clean: float = 1 / 
 
 def run_dirs(sweep: Path):
     """(run name, seed, folder) of every evaluated run of a findings sweep (following links)."""
-    import os
-
-    for d, _, files in os.walk(sweep, followlinks=True):
-        if "results.json" in files:
-            res = json.loads((Path(d) / "results.json").read_text())
-            yield res["run"], res["seed"], Path(d)
+    for path in results_files(sweep):
+        res = json.loads(path.read_text())
+        yield res["run"], res["seed"], path.parent
 
 
 def sample_rates(run_dir: Path, scorer) -> dict:
