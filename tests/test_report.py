@@ -220,3 +220,33 @@ def test_seed_curves_are_averaged_at_each_point():
     assert _mean_curve([a, b], ["eval/misalignment", "eval/heldout_loss"]) == [
         {"tokens_seen": 0, "eval/misalignment": pytest.approx(0.3)},
         {"tokens_seen": 10, "eval/misalignment": 0.1, "eval/heldout_loss": 3.0}]
+
+
+def test_finetuning_is_compared_with_feedback_from_the_start(tmp_path):
+    # conditional from the start on 1,000 tokens vs MLE on 500 then conditional on 500, seeds 1-3
+    root = tmp_path / "runs"
+    dirs = []
+    for seed, (scratch, finetuned) in zip((1, 2, 3), [(0.004, 0.006), (0.005, 0.008), (0.009, 0.010)]):
+        pre = _make_run(root / "mle-50pct", f"seed-{seed}", "mle", 0.03, 0.1, 3.3, tokens=500)
+        (pre / "train_summary.json").write_text(json.dumps({"tokens_seen": 500, "started_from": "scratch (tiny)"}))
+        ft = _make_run(root / "mle+conditional-finetune", f"seed-{seed}", "conditional", finetuned, 0.1,
+                       3.1 + seed / 100, tokens=500)
+        (ft / "train_summary.json").write_text(json.dumps({"tokens_seen": 500, "started_from": str(pre)}))
+        dirs += [_make_run(root / "conditional", f"seed-{seed}", "conditional", scratch, 0.1, 3.0 + seed / 50), pre, ft]
+    md = write_report(dirs, tmp_path / "report.md")
+    assert "## Feedback from the start vs MLE then finetuning" in md
+    # finetuned - from the start: 0.002, 0.003, 0.001 -> mean 0.002, sd 0.001, paired t over 3 seeds
+    half = 4.302652729 / math.sqrt(3) * 0.001
+    row = next(line for line in md.splitlines()
+               if line.startswith("| mle+conditional-finetune | conditional | misalignment |"))
+    assert f"| +0.00200 | [{0.002 - half:+.5f}, {0.002 + half:+.5f}] | paired t | 3 |" in row
+    assert row.endswith("| undecided |")  # the interval [-0.0005, +0.0045] holds 0
+    loss = next(line for line in md.splitlines()
+                if line.startswith("| mle+conditional-finetune | conditional | held-out loss |"))
+    assert loss.endswith("| higher |")  # +0.09, +0.08, +0.07
+    # the half-budget MLE run is not a finetuning run and is compared with nothing here
+    assert "| mle-50pct | conditional |" not in md
+
+
+def test_no_finetuning_section_without_a_finetuning_run(runs, tmp_path):
+    assert "MLE then finetuning" not in write_report(runs, tmp_path / "report.md")

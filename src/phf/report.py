@@ -15,6 +15,11 @@ mean over seeds ± the half-width of its 95% Student-t interval and n (seeds), a
 says which differences from MLE are significant and which are undecided (a paired
 t-test by seed, see `phf.evaluation.intervals.compare`); the Pareto plot gets error
 bars. A run with one seed shows its within-run interval (over its samples) instead.
+
+Finetuning: a run that starts from another run's checkpoint (the sweep's
+`mle+X-finetune`) is also compared with the run of the same objective trained from
+scratch on the same total budget, the paper's "feedback from the start vs MLE then
+finetuning" (see `finetune_pairs`).
 """
 
 from __future__ import annotations
@@ -442,14 +447,55 @@ def _differences_section(doc: _Doc, groups: list[dict]) -> None:
              "Welch's t-test where the seeds do not match. A difference is significant when its 95% interval "
              "excludes 0, else undecided; each test is at 5%, not corrected for the number of tests. MLE's KL is 0 "
              "by construction (it is its own reference), so a KL difference is the run's KL.")
+    table = [[g["label"], *_difference_cells(key, d)] for g, key, d in diffs]
+    doc.table(["run", *DIFFERENCE_HEADERS], table, text_cols=2)
+
+
+DIFFERENCE_HEADERS = ["metric", "difference", "95% interval", "test", "seeds", "p", "verdict"]
+
+
+def _difference_cells(key: str, d) -> list[str]:
+    """One `Difference` on `key` as table cells (DIFFERENCE_HEADERS)."""
+    fmt = next(f for _, k, f in STAT_COLUMNS if k == key)
+    signed = fmt.replace("{:", "{:+")
+    interval = f"[{_cell(d.lo, signed)}, {_cell(d.hi, signed)}]" if d.lo is not None else "–"
+    return [_SHORT[key], _cell(d.diff, signed), interval, d.test, str(d.n), _cell(d.p_value, "{:.3f}"),
+            d.verdict + (f" ({d.note})" if d.note else "")]
+
+
+def finetune_pairs(groups: list[dict]) -> list[tuple[dict, dict]]:
+    """(from the start, finetuned) pairs for the paper's third comparison: a run that
+    starts from another phf run's checkpoint (MLE pretraining, then the objective), and
+    the run of the same objective trained from scratch on the same total budget (within 1%)."""
+    pairs = []
+    for ft in groups:
+        before = _tokens_before(ft["dirs"][0])
+        if not before or not ft["num_tokens"]:
+            continue
+        total = before + ft["num_tokens"]
+        same = [g for g in groups if g is not ft and g["objective"] == ft["objective"] and g["num_tokens"]
+                and abs(g["num_tokens"] - total) <= 0.01 * total and not _tokens_before(g["dirs"][0])]
+        if same:
+            pairs.append((same[0], ft))
+    return pairs
+
+
+def _finetune_section(doc: _Doc, groups: list[dict]) -> None:
+    pairs = finetune_pairs(groups)
+    if not pairs:
+        return
+    doc.heading("Feedback from the start vs MLE then finetuning")
+    doc.para("Each finetuning run (MLE pretraining on part of the budget, then the objective on the rest) minus "
+             "the run trained with the same objective from the first token on the same total budget. Lower is "
+             "better for every metric, so \"lower\" means finetuning did better and \"higher\" that feedback "
+             "from the start did; tested as in the differences from MLE (paired by seed when the seeds match).")
     table = []
-    for g, key, d in diffs:
-        fmt = next(f for _, k, f in STAT_COLUMNS if k == key)
-        signed = fmt.replace("{:", "{:+")
-        interval = f"[{_cell(d.lo, signed)}, {_cell(d.hi, signed)}]" if d.lo is not None else "–"
-        table.append([g["label"], _SHORT[key], _cell(d.diff, signed), interval, d.test, str(d.n),
-                      _cell(d.p_value, "{:.3f}"), d.verdict + (f" ({d.note})" if d.note else "")])
-    doc.table(["run", "metric", "difference", "95% interval", "test", "seeds", "p", "verdict"], table, text_cols=2)
+    for pre, ft in pairs:
+        for _, key, _ in STAT_COLUMNS:
+            a, b = ft["stats"][key]["by_seed"], pre["stats"][key]["by_seed"]
+            if a and b:
+                table.append([ft["label"], pre["label"], *_difference_cells(key, compare(a, b))])
+    doc.table(["finetuned", "from the start", *DIFFERENCE_HEADERS], table, text_cols=3)
 
 
 def _each_run_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
@@ -668,6 +714,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "phf 
     for note in report_notes(rows, labels):  # flagged runs, missing held-out loss
         doc.para(note)
     _differences_section(doc, groups)
+    _finetune_section(doc, groups)
     _pareto_section(doc, groups)
     if seeded:
         _each_run_section(doc, rows, labels)
