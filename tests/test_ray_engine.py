@@ -371,6 +371,16 @@ def test_phf_pack_then_train_reads_the_packed_shards(ray_local, scored_on_ray, t
     run = train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run", "conditional", extra))
     assert json.loads((run / "train_summary.json").read_text())["steps"] >= 1
     assert not (run / "data" / "train.ids").exists()  # nothing packed by the run
+    # the held-out loss reads the held-out blocks of every packed shard
+    from phf.data.packing import PackedDataset
+    from phf.evaluation.evaluate import heldout_dataset, heldout_loss
+    from phf.model import load_model
+    from phf.tokenizer import load_tokenizer
+
+    heldout = heldout_dataset(run, load_tokenizer(str(run)))
+    expected = sum(len(PackedDataset(f, "heldout")) for f in (tmp_path / "packed").glob("pack-*"))
+    assert expected > 0 and heldout is not None and len(heldout) == expected
+    assert 0 < heldout_loss(load_model(str(run)), heldout, progress=False) < 20
     with pytest.raises(DataError, match="block_size"):
         train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run2", "conditional",
                           [*extra, "training.block_size=32"]))
