@@ -182,17 +182,17 @@ def test_model_scorer_runs_on_an_actor_pool(ray_local, tiny_tokenizer, tmp_path)
 def test_a_scorer_that_cannot_be_built_is_reported_in_its_own_words(ray_local, corpus, tmp_path):
     """On an actor (a model scorer) and in a task: the scorer's error, not Ray's error with
     the worker's traceback (and not after the actor was restarted MAX_RETRIES times)."""
-    from phf.engines.ray_scoring import ScorerBuildError
+    from phf.data.scoring import ScorerStartError
 
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": "A sentence to score."}) + "\n")
-    with pytest.raises(ScorerBuildError, match="cannot load the sequence-classification model .*no-such-model") as e:
+    with pytest.raises(ScorerStartError, match="cannot load the sequence-classification model .*no-such-model") as e:
         score_corpus_ray(DataConfig(source="jsonl", path=str(tmp_path / "in.jsonl")), tmp_path / "ray", "toxicity",
                          {"backend": "hf", "model": str(tmp_path / "no-such-model")}, actors=1, gpus_per_actor=0)
-    assert e.type is ScorerBuildError and "Traceback" not in str(e.value)
-    with pytest.raises(ScorerBuildError, match="max_line_lenght") as e:
+    assert e.type is ScorerStartError and "Traceback" not in str(e.value)
+    with pytest.raises(ScorerStartError, match="max_line_lenght") as e:
         score_corpus_ray(DataConfig(source="dir", path=str(corpus)), tmp_path / "ray2", "pep8",
                          {"max_line_lenght": 100}, shard_bytes=40_000)
-    assert e.type is ScorerBuildError and "Traceback" not in str(e.value)
+    assert e.type is ScorerStartError and "Traceback" not in str(e.value)
 
 
 def read_scored_list(path: Path) -> list[dict]:

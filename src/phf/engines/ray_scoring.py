@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from phf.data.config import DataConfig
-from phf.data.scoring import (DEFAULT_TIME_LIMIT, LOG_FAILURES, ScoringFailure, ScoringSummary, _chunk_size, _chunks,
-                              _lock, score_chunk)
+from phf.data.scoring import (DEFAULT_TIME_LIMIT, LOG_FAILURES, ScorerStartError, ScoringFailure, ScoringSummary,
+                              _chunk_size, _chunks, _lock, score_chunk)
 from phf.errors import DataError
 from phf.inputs import SourceStats
 from phf.records import ScoredWriter
@@ -113,15 +113,12 @@ def score_shard(shard: InputShard, out_dir: Path, scorer, chunk_size: int, limit
 _SCORERS: dict = {}
 
 
-class ScorerBuildError(RuntimeError):
-    """The scorer could not be built on a Ray worker; the message carries the scorer's own error."""
-
-
 def _build_scorer(name: str, args: dict):
     try:
         return get_scorer(name, **args)
     except Exception as e:  # reaches the driver as this error's message, not a worker traceback
-        raise ScorerBuildError(f"could not build the {name!r} scorer with {args}: {type(e).__name__}: {e}") from None
+        raise ScorerStartError(f"the scorer {name!r} could not be built with {args}: {type(e).__name__}: {e}") \
+            from None
 
 
 def _cached_scorer(name: str, args: dict):
@@ -145,7 +142,7 @@ class ShardScorer:
         # retried max_restarts times): keep it, and raise it from the first shard instead
         try:
             self.scorer, self.error = _build_scorer(scorer_name, scorer_args), None
-        except ScorerBuildError as e:
+        except ScorerStartError as e:
             self.scorer, self.error = None, e
         self.settings = (chunk_size, limit, counting, text_field, on_bad)
 
@@ -323,7 +320,7 @@ def _raise_cause(e) -> None:
     """A failed shard's own error when it says what is wrong (a bad record, a scorer that
     cannot be built, a file that cannot be written); anything else in Ray's words, with
     the worker's traceback."""
-    if isinstance(e.cause, (ValueError, OSError, ScorerBuildError)):
+    if isinstance(e.cause, (ValueError, OSError)):  # ScorerStartError and DataError are ValueErrors
         raise e.cause from None
     raise e
 
