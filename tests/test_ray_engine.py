@@ -179,6 +179,22 @@ def test_model_scorer_runs_on_an_actor_pool(ray_local, tiny_tokenizer, tmp_path)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
+def test_a_scorer_that_cannot_be_built_is_reported_in_its_own_words(ray_local, corpus, tmp_path):
+    """On an actor (a model scorer) and in a task: the scorer's error, not Ray's error with
+    the worker's traceback (and not after the actor was restarted MAX_RETRIES times)."""
+    from phf.data.scoring import ScorerStartError
+
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "A sentence to score."}) + "\n")
+    with pytest.raises(ScorerStartError, match="cannot load the sequence-classification model .*no-such-model") as e:
+        score_corpus_ray(DataConfig(source="jsonl", path=str(tmp_path / "in.jsonl")), tmp_path / "ray", "toxicity",
+                         {"backend": "hf", "model": str(tmp_path / "no-such-model")}, actors=1, gpus_per_actor=0)
+    assert e.type is ScorerStartError and "Traceback" not in str(e.value)
+    with pytest.raises(ScorerStartError, match="max_line_lenght") as e:
+        score_corpus_ray(DataConfig(source="dir", path=str(corpus)), tmp_path / "ray2", "pep8",
+                         {"max_line_lenght": 100}, shard_bytes=40_000)
+    assert e.type is ScorerStartError and "Traceback" not in str(e.value)
+
+
 def read_scored_list(path: Path) -> list[dict]:
     return list(read_scored(path))
 
@@ -371,6 +387,16 @@ def test_phf_pack_then_train_reads_the_packed_shards(ray_local, scored_on_ray, t
     run = train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run", "conditional", extra))
     assert json.loads((run / "train_summary.json").read_text())["steps"] >= 1
     assert not (run / "data" / "train.ids").exists()  # nothing packed by the run
+    # the held-out loss reads the held-out blocks of every packed shard
+    from phf.data.packing import PackedDataset
+    from phf.evaluation.evaluate import heldout_dataset, heldout_loss
+    from phf.model import load_model
+    from phf.tokenizer import load_tokenizer
+
+    heldout = heldout_dataset(run, load_tokenizer(str(run)))
+    expected = sum(len(PackedDataset(f, "heldout")) for f in (tmp_path / "packed").glob("pack-*"))
+    assert expected > 0 and heldout is not None and len(heldout) == expected
+    assert 0 < heldout_loss(load_model(str(run)), heldout, progress=False) < 20
     with pytest.raises(DataError, match="block_size"):
         train(tiny_config(tmp_path / "missing.jsonl", tmp_path / "run2", "conditional",
                           [*extra, "training.block_size=32"]))

@@ -66,12 +66,24 @@ class RunFiles:
     def samples(self, scenario: str) -> Path:
         return self.dir / "samples" / f"{scenario}.jsonl"
 
+    def _setting(self, section: str, key: str):
+        """One value of the run's config.yaml (None without one)."""
+        try:
+            return yaml.safe_load(self.config.read_text())[section][key]
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            return None
+
     def seed(self) -> int | None:
         """The run's training.seed, from its config.yaml (None without one)."""
         try:
-            return int(yaml.safe_load(self.config.read_text())["training"]["seed"])
-        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            return int(self._setting("training", "seed"))
+        except (TypeError, ValueError):
             return None
+
+    def packed_path(self) -> str | None:
+        """The `phf pack` folder the run trained on (data.packed_path), or None: it packed its own data/."""
+        value = self._setting("data", "packed_path")
+        return str(value) if value else None
 
     @property
     def input_fingerprint(self) -> Path:

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from phf.data.config import DataConfig
-from phf.data.scoring import (DEFAULT_TIME_LIMIT, LOG_FAILURES, ScoringFailure, ScoringSummary, _chunk_size, _chunks,
-                              _lock, score_chunk)
+from phf.data.scoring import (DEFAULT_TIME_LIMIT, LOG_FAILURES, ScorerStartError, ScoringFailure, ScoringSummary,
+                              _chunk_size, _chunks, _lock, score_chunk)
 from phf.errors import DataError
 from phf.inputs import SourceStats
 from phf.records import ScoredWriter
@@ -113,11 +113,19 @@ def score_shard(shard: InputShard, out_dir: Path, scorer, chunk_size: int, limit
 _SCORERS: dict = {}
 
 
+def _build_scorer(name: str, args: dict):
+    try:
+        return get_scorer(name, **args)
+    except Exception as e:  # reaches the driver as this error's message, not a worker traceback
+        raise ScorerStartError(f"the scorer {name!r} could not be built with {args}: {type(e).__name__}: {e}") \
+            from None
+
+
 def _cached_scorer(name: str, args: dict):
     # a Ray worker process runs many tasks: build each scorer once per process
     key = (name, json.dumps(args, sort_keys=True))
     if key not in _SCORERS:
-        _SCORERS[key] = get_scorer(name, **args)
+        _SCORERS[key] = _build_scorer(name, args)
     return _SCORERS[key]
 
 
@@ -130,10 +138,17 @@ class ShardScorer:
     """An actor: loads the (model) scorer once, then scores shards on it."""
 
     def __init__(self, scorer_name: str, scorer_args: dict, chunk_size: int, limit, counting, text_field, on_bad):
-        self.scorer = get_scorer(scorer_name, **scorer_args)
+        # an error here would kill the actor and reach the driver in Ray's words (and be
+        # retried max_restarts times): keep it, and raise it from the first shard instead
+        try:
+            self.scorer, self.error = _build_scorer(scorer_name, scorer_args), None
+        except ScorerStartError as e:
+            self.scorer, self.error = None, e
         self.settings = (chunk_size, limit, counting, text_field, on_bad)
 
     def score(self, shard: InputShard, out_dir: str) -> dict:
+        if self.error is not None:
+            raise self.error
         return score_shard(shard, Path(out_dir), self.scorer, *self.settings)
 
 
@@ -296,12 +311,18 @@ def _gather(ray, refs: list, total: int) -> list[dict]:
             except ray.exceptions.RayTaskError as e:
                 for ref in pending:
                     ray.cancel(ref, force=True)
-                cause = e.cause
-                if isinstance(cause, ValueError):  # DataError (a bad record), a scorer that cannot be built
-                    raise cause from None
-                raise
+                _raise_cause(e)
             bar.update(1)
     return results
+
+
+def _raise_cause(e) -> None:
+    """A failed shard's own error when it says what is wrong (a bad record, a scorer that
+    cannot be built, a file that cannot be written); anything else in Ray's words, with
+    the worker's traceback."""
+    if isinstance(e.cause, (ValueError, OSError)):  # ScorerStartError and DataError are ValueErrors
+        raise e.cause from None
+    raise e
 
 
 def _run_tasks(ray, todo, out, scorer, scorer_args, settings) -> list[dict]:
@@ -339,14 +360,9 @@ def _run_actors(ray, todo, out, scorer, scorer_args, settings, actors, gpus_per_
             try:
                 results.append(ray.get(ready[0]))
             except ray.exceptions.RayTaskError as e:
-                if isinstance(e.cause, ValueError):
-                    raise e.cause from None
-                raise
-            except ray.exceptions.RayActorError as e:  # the actor died past its restarts
-                cause = getattr(e, "cause", None)
-                if isinstance(cause, ValueError):  # the scorer could not be built
-                    raise cause from None
-                raise
+                for a in pool:
+                    ray.kill(a)
+                _raise_cause(e)
             bar.update(1)
             if queue:
                 busy[actor.score.remote(queue.pop(0), str(out))] = actor

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from phf.data.packed_shards import ShardedPackedDataset
 from phf.data.packing import IGNORE_INDEX, PackedDataset
 from phf.evaluation import lm_eval_hook
 from phf.evaluation.conditioning import evaluate_conditionings
@@ -93,12 +94,19 @@ def heldout_loss(model, dataset: PackedDataset, batch_size: int = 16, max_tokens
     return total_nll / max(total_tokens, 1)
 
 
-def heldout_dataset(run_dir: Path, tokenizer) -> PackedDataset | None:
-    """The run's held-out blocks with control tokens ignored, or None when it has none."""
-    data_dir = Path(run_dir) / "data"
-    if not (data_dir / "heldout.ids").exists():
-        return None
-    data = PackedDataset(data_dir, "heldout", ignore_ids=control_token_ids(tokenizer).values())
+def heldout_dataset(run_dir: Path, tokenizer) -> PackedDataset | ShardedPackedDataset | None:
+    """The run's held-out blocks with control tokens ignored, or None when it has none:
+    those it packed in its data/ folder, or, when it trained on `phf pack` folders
+    (data.packed_path), the held-out blocks of every packed shard."""
+    ignore = control_token_ids(tokenizer).values()
+    packed = RunFiles(run_dir).packed_path()
+    if packed:
+        data = ShardedPackedDataset(packed, "heldout", ignore_ids=ignore)
+    else:
+        data_dir = RunFiles(run_dir).data
+        if not (data_dir / "heldout.ids").exists():
+            return None
+        data = PackedDataset(data_dir, "heldout", ignore_ids=ignore)
     return data if len(data) else None
 
 
