@@ -467,14 +467,15 @@ def finetune_pairs(groups: list[dict]) -> list[tuple[dict, dict]]:
     """(from the start, finetuned) pairs for the paper's third comparison: a run that
     starts from another phf run's checkpoint (MLE pretraining, then the objective), and
     the run of the same objective trained from scratch on the same total budget (within 1%)."""
+    before = [_tokens_before(g["dirs"][0]) for g in groups]  # read each run's summary once
+    scratch = [g for g, b in zip(groups, before) if not b]
     pairs = []
-    for ft in groups:
-        before = _tokens_before(ft["dirs"][0])
-        if not before or not ft["num_tokens"]:
+    for ft, b in zip(groups, before):
+        if not b or not ft["num_tokens"]:
             continue
-        total = before + ft["num_tokens"]
-        same = [g for g in groups if g is not ft and g["objective"] == ft["objective"] and g["num_tokens"]
-                and abs(g["num_tokens"] - total) <= 0.01 * total and not _tokens_before(g["dirs"][0])]
+        total = b + ft["num_tokens"]
+        same = [g for g in scratch if g["objective"] == ft["objective"] and g["num_tokens"]
+                and abs(g["num_tokens"] - total) <= 0.01 * total]
         if same:
             pairs.append((same[0], ft))
     return pairs

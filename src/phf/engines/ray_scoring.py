@@ -353,19 +353,19 @@ def _run_actors(ray, todo, out, scorer, scorer_args, settings, actors, gpus_per_
     results = []
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(todo), desc="scoring shards (ray actors)", unit="shard") as bar:
-        while busy:
-            ready, _ = ray.wait(list(busy), num_returns=1)
-            actor = busy.pop(ready[0])
-            try:
-                results.append(ray.get(ready[0]))
-            except ray.exceptions.RayTaskError as e:
-                for a in pool:
-                    ray.kill(a)
-                _raise_cause(e)
-            bar.update(1)
-            if queue:
-                busy[actor.score.remote(queue.pop(0), str(out))] = actor
-    for actor in pool:
-        ray.kill(actor)
+    try:  # the actors end with the run, whether it finished or failed
+        with tqdm(total=len(todo), desc="scoring shards (ray actors)", unit="shard") as bar:
+            while busy:
+                ready, _ = ray.wait(list(busy), num_returns=1)
+                actor = busy.pop(ready[0])
+                try:
+                    results.append(ray.get(ready[0]))
+                except ray.exceptions.RayTaskError as e:
+                    _raise_cause(e)
+                bar.update(1)
+                if queue:
+                    busy[actor.score.remote(queue.pop(0), str(out))] = actor
+    finally:
+        for actor in pool:
+            ray.kill(actor)
     return results

@@ -98,15 +98,14 @@ def heldout_dataset(run_dir: Path, tokenizer) -> PackedDataset | ShardedPackedDa
     """The run's held-out blocks with control tokens ignored, or None when it has none:
     those it packed in its data/ folder, or, when it trained on `phf pack` folders
     (data.packed_path), the held-out blocks of every packed shard."""
-    ignore = control_token_ids(tokenizer).values()
-    packed = RunFiles(run_dir).packed_path()
+    ignore, files = control_token_ids(tokenizer).values(), RunFiles(run_dir)
+    packed = files.packed_path()
     if packed:
         data = ShardedPackedDataset(packed, "heldout", ignore_ids=ignore)
     else:
-        data_dir = RunFiles(run_dir).data
-        if not (data_dir / "heldout.ids").exists():
+        if not (files.data / "heldout.ids").exists():
             return None
-        data = PackedDataset(data_dir, "heldout", ignore_ids=ignore)
+        data = PackedDataset(files.data, "heldout", ignore_ids=ignore)
     return data if len(data) else None
 
 
