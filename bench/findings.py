@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from provenance import ROOT, commit, cores, cpu_name, results_files  # bench/ is the script's folder
 
 #: task -> (objectives, finetune row): the issue's re-measurement plan
 PLAN = {
@@ -78,22 +77,6 @@ def prepare_corpus(task: str) -> None:
                         f"runs/corpora/{CORPORA[task]}.jsonl", "--fetch"], cwd=ROOT, check=True)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def run(task: str, seeds: list[int], out_root: Path, extra: list[str], objectives: str | None = None,
         finetune: str | None = None, folder: str | None = None) -> dict:
     objectives, finetune = objectives or PLAN[task][0], finetune or PLAN[task][1]
@@ -104,21 +87,8 @@ def run(task: str, seeds: list[int], out_root: Path, extra: list[str], objective
     t0 = time.time()
     subprocess.run(command, cwd=ROOT, check=True)
     return {"command": " ".join(["phf", *command[3:]]), "seeds": seeds, "wall_seconds_this_invocation":
-            round(time.time() - t0, 1), "commit": commit(), "cpu": cpu_name(), "cores": _cores(),
+            round(time.time() - t0, 1), "commit": commit(), "cpu": cpu_name(), "cores": cores(),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def results_files(src: Path) -> list[Path]:
-    """Every results.json under `src`, following linked run folders (a variant's shared MLE runs)."""
-    import os
-
-    return [Path(d) / "results.json" for d, _, files in os.walk(src, followlinks=True) if "results.json" in files]
 
 
 def publish(task: str, out_root: Path, meta: dict, plan: str, folder: str | None = None) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from findings import commit, cpu_name, results_files  # noqa: E402
+from provenance import commit, cpu_name, results_files  # noqa: E402
 from phf.records import read_scored  # noqa: E402
 
 SCORED = ROOT / "runs" / "findings" / "toxicity" / "scored.jsonl"
