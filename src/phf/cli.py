@@ -11,6 +11,8 @@ under phf's configs such as `tasks/pep8`) and dotted overrides (`key.sub=value`)
     phf eval   runs/cond --kl-reference runs/mle
     phf redteam runs/cond --red-lm runs/mle --rounds 3
     phf report runs/mle runs/cond -o runs/report.md
+    phf card   runs/cond                 rewrite its model card, runs/cond/README.md
+    phf export runs/cond shared/cond     weights, tokenizer and card, ready to share
     phf demo
     phf sweep --task pep8
     phf sweep --task pep8 --seeds 3
@@ -189,6 +191,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from phf.card import write_card
+
+    print(f"written: {write_card(args.run_dir)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from phf.export import export_run
+
+    exported = export_run(args.run_dir, args.out_dir, overwrite=args.overwrite)
+    print(f"exported {len(exported)} files to {args.out_dir}: {', '.join(p.name for p in exported)}")
+    return 0
+
+
 def _sweep_seeds(args, task: str, model: str = "tiny", scale: str | None = "demo",
                  extra_configs: tuple[str, ...] = ()) -> list[int] | None:
     """--seeds as a list (a count starts at the configured training.seed), or None."""
@@ -318,6 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", default="report.md", help="output Markdown file (default: report.md)")
     r.add_argument("--title", default="phf report", help="the report's title")
     r.set_defaults(fn=cmd_report)
+
+    cd = sub.add_parser("card", help="write the run's model card (README.md) from its config and results",
+                        description="Rewrite README.md in the run folder, a Hugging Face model card, from its "
+                        "config.yaml, train_summary.json and results.json (phf train and phf eval write it too).")
+    cd.add_argument("run_dir", help="a run directory written by `phf train`")
+    cd.set_defaults(fn=cmd_card)
+
+    x = sub.add_parser("export", help="copy a finished run into a folder ready to share or push_to_hub",
+                       description="Copy the safetensors weights, config.json, generation_config.json, the "
+                       "tokenizer and a fresh model card of a finished run into OUT_DIR; no optimizer state, "
+                       "checkpoints or pickle files.")
+    x.add_argument("run_dir", help="a finished run directory (with train_summary.json)")
+    x.add_argument("out_dir", help="the export folder (new or empty)")
+    x.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
+    x.set_defaults(fn=cmd_export)
 
     d = sub.add_parser("demo", help="score, train MLE/filtering/conditional, evaluate and report, end to end",
                        description="The whole pipeline at demo scale on built-in data (PEP8 on the Python "

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments, set_seed
 
+from phf.card import refresh_card
 from phf.config import Config, check_paths
 from phf.data.packed_shards import ShardedPackedDataset
 from phf.data.packing import PackedDataset, PackSpec, pack
@@ -311,4 +312,5 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
             "control_tokens_added": added,
         }
         write_json(files.train_summary, summary)
+        refresh_card(run_dir)  # README.md: the model card, rewritten by phf eval with the results
     return run_dir

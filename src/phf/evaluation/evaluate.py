@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from phf.card import refresh_card
 from phf.data.packed_shards import ShardedPackedDataset
 from phf.data.packing import IGNORE_INDEX, PackedDataset
 from phf.evaluation import lm_eval_hook
@@ -238,6 +239,7 @@ def _write_results(run_dir: Path, results: dict) -> None:
     except json.JSONDecodeError:
         old = {}
     write_json(path, {**results, **{k: old[k] for k in _KEPT_KEYS if k in old and k not in results}})
+    refresh_card(run_dir)  # the model card shows the new results
 
 
 def red_team_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, red_lm: str | Path | None = None,

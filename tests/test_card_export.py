@@ -1,0 +1,155 @@
+"""The model card (README.md in a run folder, `phf card`) and `phf export`, on a tiny
+trained and evaluated conditional run."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from tiny_runs import scored_corpus, tiny_config, train_tiny
+
+from phf.card import ALIGNED, MISALIGNED, attribute_tokens, front_matter, render_card, suppresses_tokens
+from phf.cli import main
+from phf.export import PICKLE_SUFFIXES, export_run
+
+FAST = ["eval.every_steps=0"]
+
+
+def split_card(text: str) -> tuple[dict, str]:
+    """(front matter, body) of a model card."""
+    assert text.startswith("---\n")
+    meta, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(meta), body
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, code_texts):
+    """A tiny conditional run, trained (which writes its card) and not yet evaluated."""
+    root = tmp_path_factory.mktemp("card")
+    scored = scored_corpus(root / "scored.jsonl", code_texts)
+    return {"scored": scored, "dir": train_tiny(scored, root / "conditional", "conditional", FAST)}
+
+
+@pytest.fixture(scope="module")
+def evaluated(run):
+    from phf.evaluation.evaluate import evaluate_run
+
+    cfg = tiny_config(run["scored"], run["dir"], "conditional", FAST)
+    card_before = (run["dir"] / "README.md").read_text()
+    results = evaluate_run(run["dir"], cfg.eval, cfg.task)
+    return {**run, "results": results, "card_before": card_before}
+
+
+def test_train_writes_the_card_and_eval_rewrites_it_with_the_results(evaluated):
+    summary = json.loads((evaluated["dir"] / "train_summary.json").read_text())
+    meta, before = split_card(evaluated["card_before"])
+    assert meta["library_name"] == "transformers"
+    assert meta["tags"][:4] == ["phf", "pretraining-with-human-feedback", "conditional", "pep8"]
+    assert "license" not in meta and "datasets" not in meta  # a stdlib corpus is no hub dataset
+    assert "Not evaluated yet" in before
+    assert f"| tokens seen | {summary['tokens_seen']:,} " in before
+    assert f"| seed | {summary['seed']} |" in before
+    assert "`<|aligned|>`" in before and "`<|misaligned|>`" in before
+
+    _, after = split_card((evaluated["dir"] / "README.md").read_text())
+    results = evaluated["results"]
+    assert "Not evaluated yet" not in after
+    lo, hi = results["misalignment_ci"]
+    row = next(line for line in after.splitlines() if line.startswith("| misalignment |"))
+    assert f"{results['misalignment']:.4g}" in row and f"[{lo:.4g}, {hi:.4g}]" in row
+    assert any(line.startswith("| functions |") for line in after.splitlines())  # the prompted scenario
+
+
+def test_phf_card_rewrites_a_deleted_card_identically(evaluated, capsys):
+    card = evaluated["dir"] / "README.md"
+    text = card.read_text()
+    card.unlink()
+    assert main(["card", str(evaluated["dir"])]) == 0
+    assert card.read_text() == text == render_card(evaluated["dir"])
+
+
+def test_decoding_mode_in_results_appears_in_the_card(evaluated, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(evaluated["dir"], copy, ignore=shutil.ignore_patterns("checkpoints", "data", "samples"))
+    results = json.loads((copy / "results.json").read_text())
+    results["decoding"] = {"mode": "fudge", "strength": 2.0}
+    (copy / "results.json").write_text(json.dumps(results))
+    assert "Decoding mode: mode=fudge, strength=2.0." in render_card(copy)
+
+
+def test_export_loads_with_plain_transformers_and_generates_aligned_text(evaluated, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "export"
+    exported = export_run(evaluated["dir"], out)
+    names = {p.name for p in exported}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "README.md"} <= names
+    assert not any(p.suffix in PICKLE_SUFFIXES for p in out.rglob("*"))
+    assert not {"checkpoints", "data", "samples", "train_summary.json", "optimizer.pt"} & names
+    assert all(p.is_file() and not p.is_symlink() for p in exported)
+    meta, body = split_card((out / "README.md").read_text())
+    assert meta["library_name"] == "transformers" and "conditional" in meta["tags"]
+    assert "| misalignment |" in body
+
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    aligned, misaligned = tok.convert_tokens_to_ids([ALIGNED, MISALIGNED])
+    assert aligned != tok.unk_token_id and misaligned != tok.unk_token_id
+    # the card's recipe: start after <|aligned|>; forbid <|misaligned|> unless the saved
+    # generation config already does
+    extra = {} if suppresses_tokens(out) else {"suppress_tokens": [misaligned]}
+    ids = tok([tok.eos_token + ALIGNED] * 8, return_tensors="pt").input_ids
+    torch.manual_seed(0)
+    new = model.generate(ids, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=32, min_new_tokens=32,
+                         pad_token_id=tok.eos_token_id, **extra)[:, ids.shape[1]:]
+    assert new.shape == (8, 32)
+    assert misaligned not in new.tolist()[0] and not (new == misaligned).any()
+
+
+def test_export_refuses_an_unfinished_run_and_a_non_empty_folder(evaluated, tmp_path, capsys):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(evaluated["dir"], unfinished, ignore=shutil.ignore_patterns("checkpoints", "data", "samples"))
+    (unfinished / "train_summary.json").unlink()
+    assert main(["export", str(unfinished), str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "training did not finish (no train_summary.json)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    assert main(["export", str(evaluated["dir"]), str(busy)]) == 2
+    assert "not empty; pass --overwrite" in capsys.readouterr().err
+    assert (busy / "notes.txt").read_text() == "mine"
+    assert main(["export", str(evaluated["dir"]), str(busy), "--overwrite"]) == 0
+    assert not (busy / "notes.txt").exists() and (busy / "model.safetensors").is_file()
+
+    assert main(["export", str(evaluated["dir"]), str(evaluated["dir"] / "inside")]) == 2
+    assert "may not be the run folder" in capsys.readouterr().err
+
+
+def test_export_refuses_a_run_whose_weights_are_pickled(evaluated, tmp_path, capsys):
+    pickled = tmp_path / "pickled"
+    shutil.copytree(evaluated["dir"], pickled, ignore=shutil.ignore_patterns("checkpoints", "data", "samples"))
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    assert main(["export", str(pickled), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no safetensors weights" in err and "pytorch_model.bin" in err and "pickle files" in err
+
+
+def test_card_control_token_names_match_the_tokenizer():
+    from phf import tokenizer
+
+    assert (ALIGNED, MISALIGNED) == tokenizer.CONTROL_TOKENS
+    assert attribute_tokens("toxicity") == tokenizer.attribute_tokens("toxicity")
+
+
+def test_front_matter_names_a_hub_dataset_but_not_a_local_file(tmp_path):
+    local = tmp_path / "corpus.jsonl"
+    local.write_text("{}\n")
+    summary = {"objective": "mle", "task": "toxicity"}
+    assert front_matter({"data": {"source": "hf", "path": "someone/pile-scored"}}, summary)["datasets"] == \
+        ["someone/pile-scored"]
+    assert "datasets" not in front_matter({"data": {"source": "hf", "path": str(local)}}, summary)
+    assert "datasets" not in front_matter({"data": {"source": "jsonl", "path": "corpus.jsonl"}}, summary)
