@@ -5,7 +5,7 @@ committed by one unit of work:
 
 * CPU scorers (pep8, pep8-ruff, toxicity's default backend, pii) run as Ray tasks,
   one CPU each; a worker process keeps its scorer between tasks;
-* model scorers (toxicity with the detoxify or hf backend) run on a pool of actors,
+* model scorers (hf-classifier, toxicity with the detoxify or hf backend) run on a pool of actors,
   each of which loads the model once and scores its shards in batches, with
   `gpus_per_actor` GPUs each when the cluster has GPUs (fractions share a GPU).
 
@@ -54,12 +54,16 @@ log = logging.getLogger(__name__)
 
 #: toxicity backends that run a neural model (scored on actors, on GPUs when there are some)
 MODEL_BACKENDS = ("detoxify", "hf")
+#: scorers that always run a neural model and take a `device` argument
+MODEL_SCORERS = ("hf-classifier",)
 #: times Ray reruns a shard whose worker process died
 MAX_RETRIES = 3
 
 
 def uses_model(scorer: str, scorer_args: dict) -> bool:
     """Whether the scorer loads a neural model (then it runs on actors, not tasks)."""
+    if scorer in MODEL_SCORERS:
+        return True
     if scorer == "toxicity":
         return scorer_args.get("backend", "auto") in MODEL_BACKENDS
     if scorer == "multi":
@@ -338,8 +342,9 @@ def _run_actors(ray, todo, out, scorer, scorer_args, settings, actors, gpus_per_
     if actors is None:
         actors = max(1, int(gpus / gpus_per_actor)) if gpus_per_actor else 1
     args = dict(scorer_args)
-    if gpus_per_actor and scorer == "toxicity":
-        args.setdefault("device", "cuda")  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
+    if scorer in ("toxicity", *MODEL_SCORERS):
+        # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU; an actor given none stays on the CPU
+        args.setdefault("device", "cuda" if gpus_per_actor else "cpu")
     log.info("%d scoring actors, %g GPU(s) each", actors, gpus_per_actor)
     actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=MAX_RETRIES,
                            max_task_retries=MAX_RETRIES)(ShardScorer)

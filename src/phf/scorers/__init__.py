@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "pep8-ruff": "phf.scorers.pep8_ruff:RuffPEP8Scorer",
     "toxicity": "phf.scorers.toxicity:ToxicityScorer",
     "pii": "phf.scorers.pii:PIIScorer",
+    "hf-classifier": "phf.scorers.hf_classifier:HFClassifierScorer",
 }
 
 
