@@ -1,9 +1,11 @@
 """Models: any HF causal LM, from scratch (a size preset) or from a checkpoint.
 
-Presets are GPT-2 configs: `tiny` and `small` fit a CPU; `gpt2-small` is the
-paper's 124M model. When control tokens are added to a tokenizer, the embedding
-matrix grows and the new rows start at the mean of the old ones plus small noise
-(as in the paper), so the new tokens begin as an "average" token.
+Presets are GPT-2 configs (`tiny` and `small` fit a CPU; `gpt2-small` is the paper's
+124M model) and Llama-style ones through transformers' Llama classes (`llama-tiny`,
+`llama-small`: rotary positions, RMSNorm, a SwiGLU MLP, no biases), each as wide and
+as deep as the GPT-2 preset of its size. When control tokens are added to a tokenizer,
+the embedding matrix grows and the new rows start at the mean of the old ones plus
+small noise (as in the paper), so the new tokens begin as an "average" token.
 """
 
 from __future__ import annotations
@@ -11,18 +13,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedModel
 
 from phf.model_config import ModelConfig
 from phf.paths import looks_local
 
 PRESETS: dict[str, dict] = {
-    # ~1.6M non-embedding parameters: the demo's model, trains in minutes on 2 cores
+    # 1.78M non-embedding parameters (2.62M with a 4,096 vocabulary): the demo's model,
+    # trains in minutes on 2 cores
     "tiny": dict(n_layer=4, n_head=4, n_embd=192),
     # ~10M non-embedding parameters
     "small": dict(n_layer=6, n_head=8, n_embd=384),
     # GPT-2 small, the paper's model (124M with a 50k vocabulary)
     "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768),
+    # Llama-style, the width and depth of `tiny`, SwiGLU at 8/3 of the width: 2.56M parameters
+    # with a 4,096 vocabulary (tiny: 2.62M, 49k of them its learned positions), 1.77M
+    # non-embedding (tiny: 1.78M), so the two compare at equal parameters
+    "llama-tiny": dict(num_hidden_layers=4, num_attention_heads=4, hidden_size=192, intermediate_size=512),
+    # the width and depth of `small`: 16.9M parameters with a 16,384 vocabulary (small: 17.1M),
+    # 10.6M non-embedding
+    "llama-small": dict(num_hidden_layers=6, num_attention_heads=8, hidden_size=384, intermediate_size=1024),
 }
 
 #: what every preset shares (model.config_overrides can change any of it)
@@ -31,6 +41,13 @@ PRESET_DEFAULTS: dict = dict(
     # GPT-2's tanh GELU in one fused kernel; its default `gelu_new` computes the same
     # function in 8 elementwise kernels (1.45x faster gpt2-small training on an H100)
     activation_function="gelu_pytorch_tanh",
+)
+
+#: what every Llama-style preset shares: no biases, no dropout, and tied input/output
+#: embeddings as GPT-2 has (small models spend much of their parameters on the vocabulary)
+LLAMA_DEFAULTS: dict = dict(
+    attention_bias=False, mlp_bias=False, attention_dropout=0.0, hidden_act="silu", rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
 )
 
 #: weight files that are Python pickles (loading one can run code)
@@ -55,10 +72,20 @@ def build_model(cfg: ModelConfig, vocab_size: int, block_size: int) -> PreTraine
         return load_model(cfg.path, cfg.attn_implementation, cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     if cfg.preset not in PRESETS:
         raise ValueError(f"model.preset {cfg.preset!r} is not one of {', '.join(PRESETS)}")
-    config = GPT2Config(vocab_size=padded_vocab_size(vocab_size, cfg.pad_vocab_to_multiple_of), n_positions=block_size,
-                        bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                        **{**PRESET_DEFAULTS, **PRESETS[cfg.preset], **cfg.config_overrides})
+    config = preset_config(cfg.preset, padded_vocab_size(vocab_size, cfg.pad_vocab_to_multiple_of), block_size,
+                           cfg.config_overrides)
     return AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
+
+
+def preset_config(preset: str, vocab_size: int, block_size: int, overrides: dict | None = None):
+    """The transformers config of `preset` (id 0, the tokenizer's <|endoftext|>, as BOS,
+    EOS and padding), with `overrides` (any field of that config class) on top."""
+    fields = {**PRESETS[preset], **(overrides or {})}
+    special = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if preset.startswith("llama-"):
+        return LlamaConfig(vocab_size=vocab_size, max_position_embeddings=block_size, **special,
+                           **{**LLAMA_DEFAULTS, **fields})
+    return GPT2Config(vocab_size=vocab_size, n_positions=block_size, **special, **{**PRESET_DEFAULTS, **fields})
 
 
 def load_model(path: str, attn_implementation: str = "sdpa", trust_remote_code: bool = False,
@@ -114,10 +141,14 @@ def resize_for_new_tokens(model: PreTrainedModel, new_vocab_size: int, seed: int
     return new_vocab_size - old
 
 
+#: names of embedding parameters: GPT-2's token and position tables, Llama's token table
+EMBEDDINGS = ("wte", "wpe", "embed_tokens")
+
+
 def count_parameters(model: torch.nn.Module, non_embedding: bool = False) -> int:
     n = sum(p.numel() for p in model.parameters())
     if non_embedding:
-        n -= sum(p.numel() for name, p in model.named_parameters() if "wte" in name or "wpe" in name)
+        n -= sum(p.numel() for name, p in model.named_parameters() if any(e in name for e in EMBEDDINGS))
     return n
 
 

@@ -9,11 +9,13 @@ from phf.config_base import Section
 
 class ModelConfig(Section):
     preset: str = "tiny"
-    """A size preset (see phf.model.PRESETS), used when `path` is empty."""
+    """A size preset, used when `path` is empty: GPT-2 tiny, small, gpt2-small, or Llama-style
+    llama-tiny, llama-small (see phf.model.PRESETS)."""
     path: str | None = None
     """Start from this checkpoint (a phf run or any HF causal LM on disk, or a hub name)."""
     config_overrides: dict = Field(default_factory=dict)
-    """Any Hugging Face config field, e.g. {n_layer: 6}."""
+    """Any field of the preset's Hugging Face config class, e.g. {n_layer: 6} (GPT2Config) or
+    {num_hidden_layers: 6} (LlamaConfig)."""
     attn_implementation: str = "sdpa"
     """The attention kernel (sdpa, eager, flash_attention_2)."""
     trust_remote_code: bool = False
