@@ -209,3 +209,20 @@ def test_two_processes_train_a_llama_as_one(scored, tmp_path):
     assert_same_params(a["after"], b["after"])
     assert_same_params(ranks(one, 1)[0]["after"], a["after"])
     assert a["after"]["value_head.weight"].abs().sum() > 0
+
+
+def test_phf_sweep_runs_on_llama_tiny(tmp_path):
+    """`phf sweep --model llama-tiny`, as the findings comparison runs it, shrunk: two
+    objectives, two seeds, the report with intervals over seeds."""
+    settings = tiny({"model.config_overrides": SHRUNK, "training.block_size": 32, "training.effective_batch_size": 4,
+                     "training.num_tokens": 512, "eval.num_samples": 6, "eval.max_new_tokens": 8,
+                     "eval.group_size": 3, "eval.heldout_max_tokens": 500, "data.max_bytes": 60000})
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--task", "pep8", "--model", "llama-tiny", "--objectives", "mle,conditional",
+                 "--finetune", "none", "--seeds", "42,43", "--out", str(out), *settings]) == 0
+    runs = [out / name / f"seed-{seed}" for name in ("mle", "conditional") for seed in (42, 43)]
+    for run in runs:
+        assert "preset: llama-tiny" in (run / "config.yaml").read_text()
+        assert json.loads((run / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+        assert json.loads((run / "results.json").read_text())["heldout_loss"] > 0
+    assert "| conditional |" in (out / "report.md").read_text()
