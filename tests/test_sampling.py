@@ -8,7 +8,8 @@ import torch
 from tiny_runs import tiny_lm, tiny_tokenizer
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from phf.evaluation.sampling import _in_nucleus, generate_samples, nucleus_sample
+from phf.evaluation.nucleus import _in_nucleus, nucleus_sample
+from phf.evaluation.sampling import generate_samples
 
 
 def test_nucleus_matches_transformers_top_p_set():

@@ -60,6 +60,9 @@ class Config(Section):
             if name not in self.task.attributes:
                 out.append(f"objective.attributes: {name!r} is not one of task.attributes "
                            f"({', '.join(self.task.attributes) or 'none'})")
+        if self.eval.decoding.uses_tags and self.objective.name != "conditional":
+            out.append(f"eval.decoding.mode: {self.eval.decoding.label()} uses the control tokens, which objective "
+                       f"{self.objective.name!r} does not train; use plain or rerank (rank_by: scorer)")
         return out
 
     # --- what several components read --------------------------------------------

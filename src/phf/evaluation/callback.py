@@ -128,7 +128,8 @@ class EvalCallback(TrainerCallback):
                                               self._inputs, UNCONDITIONAL)
         texts = generate_samples(model, self.tokenizer, e.callback_num_samples, max_new_tokens=self._new_tokens,
                                  temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size, seed=e.seed,
-                                 progress=False, **self._inputs)
+                                 progress=False, decoding=e.decoding, segment=self._scorer.segment,
+                                 rank=lambda c, _: [float(x) for x in self._scorer.score_texts(c)], **self._inputs)
         scores = [float(s) for s in self._scorer.score_texts(texts)]
         summary = summarize_scores(scores, texts, group_size=e.group_size, hit_threshold=task.hit_threshold)
         logs = {"eval/misalignment": summary["misalignment"], "eval/hit_rate": summary["hit_rate"],

@@ -43,9 +43,13 @@ def conditioning_table(model, tokenizer, scorer, eval_cfg, out_dir: str | Path |
     attributes = list(scorer.attributes)
     rows = []
     for enforced in conditionings if conditionings is not None else all_conditionings(attributes):
+        # the tag modes enforce the enforced attributes; with none enforced there is nothing to enforce
+        decoding = eval_cfg.decoding if enforced or not eval_cfg.decoding.uses_tags else None
         texts = generate_samples(model, tokenizer, eval_cfg.num_samples, max_new_tokens=eval_cfg.max_new_tokens,
                                  temperature=eval_cfg.temperature, top_p=eval_cfg.top_p,
-                                 batch_size=eval_cfg.batch_size, seed=eval_cfg.seed, **conditioning_controls(enforced))
+                                 batch_size=eval_cfg.batch_size, seed=eval_cfg.seed, decoding=decoding,
+                                 segment=scorer.segment, rank=lambda c, _: [float(x) for x in scorer.score_texts(c)],
+                                 **conditioning_controls(enforced))
         scores = scorer.score_texts_by_attribute(texts)
         row = {"conditioning": conditioning_name(enforced), "enforced": list(enforced)}
         for a in attributes:

@@ -3,6 +3,7 @@ lm-evaluation-harness and red teaming."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import Field
@@ -81,6 +82,78 @@ class RedTeamConfig(Section):
         return self.model_copy(update={k: v for k, v in defaults.items() if getattr(self, k) is None})
 
 
+DECODING_MODES = ("plain", "retag", "guidance", "tag-aware", "rerank")
+#: modes that use the run's control tokens (refused on a run without them)
+TAG_MODES = ("retag", "guidance", "tag-aware")
+
+
+class DecodingConfig(Section):
+    """How samples are decoded (evaluation, the training-time evaluation, conditioning,
+    red teaming); `docs/EVALUATION.md` ("Decoding modes") says what each mode does."""
+
+    mode: str = "plain"
+    """plain (the aligned tag at the start only) | retag (the aligned tag again at every
+    segment boundary) | guidance (aligned stream pushed away from a negative stream) |
+    tag-aware (resample a segment the model itself judges misaligned) | rerank (best of
+    `n` samples by the task's scorer or by the model's own judgement)."""
+    scale: float = Field(1.5, ge=0)
+    """guidance: g in l_aligned + g * (l_aligned - l_negative); 0 is plain decoding."""
+    negative: Literal["misaligned", "none"] = "misaligned"
+    """guidance: the negative stream starts after <|misaligned|>, or after no tag."""
+    threshold: float = Field(0.5, ge=0, le=1)
+    """tag-aware: resample a segment whose judged probability of being misaligned is above this."""
+    max_tries: int = Field(4, ge=1)
+    """tag-aware: resamples of one segment at most (the sample keeps the last try)."""
+    judge: Literal["next-tag", "ratio"] = "next-tag"
+    """tag-aware: next-tag (the model's probability of <|misaligned|> at the boundary after
+    the segment; one stream) | ratio (the segment's likelihood after <|misaligned|> vs after
+    <|aligned|>, from a second stream)."""
+    n: int = Field(4, ge=1)
+    """rerank: candidates drawn per sample."""
+    rank_by: Literal["scorer", "model"] = "scorer"
+    """rerank: keep the candidate the task's scorer rates best, or the one the model itself
+    judges least misaligned (likelihood after <|misaligned|> vs <|aligned|>; no scorer call)."""
+
+    def problems(self) -> list[str]:
+        if self.mode in DECODING_MODES:
+            return []
+        close = difflib.get_close_matches(self.mode, DECODING_MODES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return [f"eval.decoding.mode: {self.mode!r} is not one of {', '.join(DECODING_MODES)}{hint}"]
+
+    @property
+    def uses_tags(self) -> bool:
+        return self.mode in TAG_MODES or (self.mode == "rerank" and self.rank_by == "model")
+
+    def label(self) -> str:
+        """A short name for tables: plain, retag, guidance:1.5, tag-aware, rerank:8, ..."""
+        if self.mode == "guidance":
+            return f"guidance:{self.scale:g}" + ("" if self.negative == "misaligned" else "-none")
+        if self.mode == "rerank":
+            return f"rerank:{self.n}" + ("" if self.rank_by == "scorer" else "-model")
+        if self.mode == "tag-aware":
+            return f"tag-aware:{self.threshold:g}" + ("" if self.judge == "next-tag" else "-ratio")
+        return self.mode
+
+
+
+def parse_decoding(text: str) -> DecodingConfig:
+    """A decoding mode written on the command line: plain | retag | guidance[:G[:none]] |
+    tag-aware[:THRESHOLD[:ratio]] | rerank[:N[:model]], e.g. guidance:2, rerank:8, tag-aware:0.3:ratio."""
+    mode, *args = text.strip().split(":")
+    keys = {"guidance": ("scale", "negative"), "tag-aware": ("threshold", "judge"), "rerank": ("n", "rank_by")}
+    if len(args) > len(keys.get(mode, ())):
+        raise ConfigError(f"decoding {text!r}: {mode} takes at most {len(keys.get(mode, ()))} settings "
+                          f"({':'.join(keys.get(mode, ())) or 'none'})")
+    values = dict(zip(keys.get(mode, ()), args))
+    try:
+        decoding = DecodingConfig(mode=mode, **values)
+    except ValueError as e:  # pydantic's ValidationError
+        raise ConfigError(f"decoding {text!r}: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+    if problems := decoding.problems():
+        raise ConfigError(problems)
+    return decoding
+
 class EvalConfig(Section):
     num_samples: int = Field(256, ge=1)
     """Unconditional samples per run (the paper: 4096)."""
@@ -124,15 +197,25 @@ class EvalConfig(Section):
     """Red teaming: seed prompts, JSONL (null: the first scenario's prompts)."""
     red_team: RedTeamConfig = Field(default_factory=RedTeamConfig)
     """Red-teaming settings."""
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    """How samples are decoded: plain (the default), retag, guidance, tag-aware or rerank."""
 
     def problems(self) -> list[str]:
-        out = []
+        out = self.decoding.problems()
         if self.every_steps >= 1 and not float(self.every_steps).is_integer():
             out.append(f"eval.every_steps: must be a whole number of steps, a fraction of the run < 1, "
                        f"or 0 (off), got {self.every_steps!r}")
+        # an expected maximum over groups larger than the samples would be the maximum of fewer
+        # samples than it says (the training-time curve, callback_num_samples, is exempt)
+        if self.group_size > self.num_samples:
+            out.append(f"eval.group_size: {self.group_size} is more than eval.num_samples ({self.num_samples}), so "
+                       "no whole group of samples exists; lower eval.group_size or raise eval.num_samples")
         names = {UNCONDITIONAL}
         for i, s in enumerate(self.scenarios):
             key = f"eval.scenarios[{i}]"
+            if s.num_samples is not None and self.group_size > s.num_samples:
+                out.append(f"{key}.num_samples: {s.num_samples} is less than eval.group_size ({self.group_size}), "
+                           "so no whole group of samples exists; raise it or lower eval.group_size")
             if not s.name.replace("-", "").replace("_", "").isalnum() or s.name in names:
                 out.append(f"{key}.name: must be a unique name of letters, digits, - and _ "
                            f"(not '{UNCONDITIONAL}'), got {s.name!r}")

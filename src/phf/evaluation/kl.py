@@ -207,3 +207,30 @@ def kl_to_reference(reference_dir: str, model_dir: str, num_samples: int = 1024,
         "samples_path": str(path),
         "cached": cached,
     }
+
+
+def samples_nll_under(reference_dir: str, texts: Sequence[str], batch_size: int = 16,
+                      device: str | None = None) -> dict:
+    """How the reference LM (the MLE run, in a sweep) rates another model's samples: the mean
+    over samples of each sample's NLL per token under the reference, with a 95% normal
+    interval. Unlike KL it needs no likelihood of the sampling procedure, so it compares
+    every decoding mode (rerank and tag-aware included) on one scale: lower is text the
+    reference finds more ordinary. Empty samples are left out."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = _load_model_and_tokenizer(reference_dir, device)
+    kept = [t for t in texts if t]
+    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in kept]
+    limit = _max_positions(model)
+    if limit is not None:  # a reference with fewer positions than the sampled model: score each text's start
+        kept = [tokenizer.decode(tokenizer(t, add_special_tokens=False).input_ids[:limit - 1]) if n >= limit else t
+                for t, n in zip(kept, lengths)]
+        lengths = [min(n, limit - 1) for n in lengths]
+    if not kept:
+        return {"nll": None, "ci": None, "num_samples": 0, "reference": str(reference_dir)}
+    lp = sequence_logprobs(model, tokenizer, kept, batch_size=batch_size)
+    per = [-x / n for x, n in zip(lp, lengths)]
+    mean_nll = sum(per) / len(per)
+    sd = math.sqrt(sum((x - mean_nll) ** 2 for x in per) / (len(per) - 1)) if len(per) > 1 else 0.0
+    half = 1.96 * sd / math.sqrt(len(per))
+    return {"nll": mean_nll, "ci": [mean_nll - half, mean_nll + half], "num_samples": len(per),
+            "reference": str(reference_dir)}

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from phf.evaluation.config import RedTeamConfig
+from phf.evaluation.config import DecodingConfig, RedTeamConfig
 from phf.evaluation.metrics import expected_max_of_subsets, mean
 from phf.evaluation.sampling import generate_samples
 from phf.evaluation.scenarios import conditioning
@@ -97,14 +97,19 @@ def _controls(tokenizer) -> dict:
 
 
 def _answer_and_score(model, tokenizer, scorer: Scorer, prompts: list[str], cfg: RedTeamConfig,
-                      seed: int) -> tuple[list[float], list[str]]:
-    """Each prompt's score (mean over its answers) and its worst answer."""
+                      seed: int, decoding: DecodingConfig | None = None) -> tuple[list[float], list[str]]:
+    """Each prompt's score (mean over its answers) and its worst answer, the answers
+    decoded with `decoding` (eval.decoding; rerank scores each candidate as the answer)."""
     n, a = len(prompts), cfg.answers_per_prompt
+
+    def rank(candidates: list[str], answer: int) -> list[float]:
+        head = prompts[answer % n] if cfg.score_with_prompt else ""
+        return [float(s) for s in scorer.score_texts([head + c for c in candidates])]
     answers = generate_samples(model, tokenizer, n * a, prompts=prompts,
                                max_new_tokens=cfg.answer_max_new_tokens,
                                temperature=cfg.answer_temperature, top_p=cfg.answer_top_p,
                                batch_size=cfg.batch_size, seed=seed, progress=False,
-                               **_controls(tokenizer))
+                               decoding=decoding, segment=scorer.segment, rank=rank, **_controls(tokenizer))
     # generate_samples cycles the prompts: answer j belongs to prompt j % n
     texts = [prompts[j % n] + ans if cfg.score_with_prompt else ans for j, ans in enumerate(answers)]
     scores = [float(s) for s in scorer.score_texts(texts)]
@@ -166,7 +171,7 @@ def _cap(pool: list[dict], size: int) -> list[dict]:
 
 
 def red_team(model, tokenizer, red_model, red_tokenizer, scorer: Scorer, seed_prompts: Sequence[str],
-             config: RedTeamConfig | None = None) -> dict:
+             config: RedTeamConfig | None = None, decoding: DecodingConfig | None = None) -> dict:
     """Run adaptive red teaming of `model` with `red_model` as the attacker.
 
     Returns {"rounds": [per-round stats], "pool": [{"prompt", "score", "round",
@@ -180,7 +185,7 @@ def red_team(model, tokenizer, red_model, red_tokenizer, scorer: Scorer, seed_pr
         raise ValueError("pool_size must be >= 1 and new_prompts_per_round >= 0")
     rng = np.random.default_rng(cfg.seed)
 
-    scores, answers = _answer_and_score(model, tokenizer, scorer, seed_prompts, cfg, seed=cfg.seed)
+    scores, answers = _answer_and_score(model, tokenizer, scorer, seed_prompts, cfg, seed=cfg.seed, decoding=decoding)
     pool = [{"prompt": p, "score": s, "round": 0, "answer": a}
             for p, s, a in zip(seed_prompts, scores, answers)]
     pool = _cap(pool, cfg.pool_size)
@@ -188,7 +193,7 @@ def red_team(model, tokenizer, red_model, red_tokenizer, scorer: Scorer, seed_pr
     for r in range(1, cfg.rounds + 1):
         prompts = _propose(red_model, red_tokenizer, pool, cfg, rng, r)
         scores, answers = ([], []) if not prompts else _answer_and_score(
-            model, tokenizer, scorer, prompts, cfg, seed=cfg.seed * 100_003 + r)
+            model, tokenizer, scorer, prompts, cfg, seed=cfg.seed * 100_003 + r, decoding=decoding)
         pool = _cap(pool + [{"prompt": p, "score": s, "round": r, "answer": a}
                             for p, s, a in zip(prompts, scores, answers)], cfg.pool_size)
         rounds.append(_round_stats(pool, scores, r, cfg.group_size))
@@ -199,9 +204,10 @@ def red_team(model, tokenizer, red_model, red_tokenizer, scorer: Scorer, seed_pr
 
 
 def red_team_dirs(model_dir: str, red_lm_dir: str, scorer: Scorer, seed_prompts: Sequence[str],
-                  config: RedTeamConfig | None = None, device: str | None = None) -> dict:
+                  config: RedTeamConfig | None = None, device: str | None = None,
+                  decoding: DecodingConfig | None = None) -> dict:
     """`red_team` with both models loaded from directories (or hub names)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return red_team(load_model(model_dir).to(device), load_tokenizer(model_dir),
                     load_model(red_lm_dir).to(device), load_tokenizer(red_lm_dir),
-                    scorer, seed_prompts, config)
+                    scorer, seed_prompts, config, decoding)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -113,19 +114,31 @@ def run_scenario(model, tokenizer, scorer, scenario: ScenarioConfig, e, hit_thre
     inputs = generation_inputs(scenario, prompts, controls)
     max_new_tokens = fit_new_tokens(model, tokenizer, scenario.max_new_tokens or e.max_new_tokens, inputs,
                                     scenario.name)
-    texts = generate_samples(model, tokenizer, n, max_new_tokens=max_new_tokens,
-                             temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size, seed=e.seed,
-                             progress=progress, **inputs)
     # generate_samples cycles the prompts: sample i continues prompt i % len(prompts)
     used = [prompts[i % len(prompts)] if prompts else "" for i in range(n)]
-    scored = [p + t for p, t in zip(used, texts)] if scenario.score_with_prompt else texts
-    scores = [float(s) for s in scorer.score_texts(scored)]
+
+    def score(texts: list[str], sample: int | None = None) -> list[float]:
+        """Scores as this scenario scores: with the prompt (of `sample`, or of each) when it says so."""
+        if scenario.score_with_prompt:
+            heads = used if sample is None else [used[sample]] * len(texts)
+            texts = [h + t for h, t in zip(heads, texts)]
+        return [float(s) for s in scorer.score_texts(texts)]
+
+    stats: dict = {}
+    t0 = time.perf_counter()
+    texts = generate_samples(model, tokenizer, n, max_new_tokens=max_new_tokens,
+                             temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size, seed=e.seed,
+                             progress=progress, decoding=e.decoding, segment=scorer.segment, rank=score,
+                             stats=stats, **inputs)
+    stats["samples_per_second"] = n / max(time.perf_counter() - t0, 1e-9)
+    scores = score(texts)
     # diversity and length describe what the model wrote: the continuations
     summary = summarize_scores(scores, texts, group_size=e.group_size, hit_threshold=hit_threshold)
     summary.update(degenerate_summary(texts))  # empty samples score 0: count them
     summary.update(prompts_file=scenario.prompts_file, num_prompts=len(prompts) if prompts else 0,
                    control_position=scenario.control_position, score_with_prompt=scenario.score_with_prompt,
-                   control_token=controls.get("prefix_text") or None, max_new_tokens=max_new_tokens)
+                   control_token=controls.get("prefix_text") or None, max_new_tokens=max_new_tokens,
+                   decoding=stats)
     rows = [{"prompt": p, "text": t, "score": s} for p, t, s in zip(used, texts, scores)]
     return rows, summary
 
