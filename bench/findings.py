@@ -5,6 +5,7 @@ at a time, so that an interrupted measurement keeps whole seeds and a rerun cont
     python bench/findings.py --tasks pep8 --seeds 42,43,44
     python bench/findings.py --tasks pep8 --objectives mle,filtering,conditional --finetune none
     python bench/findings.py --variant threshold-0.2   # a toxicity investigation variant (VARIANTS)
+    python bench/findings.py --replot             # redraw the published Pareto figures from runs.json
 
 After each (task, number of seeds) the sweep's report and a summary of every run
 (results, the command, the commit, the CPU and the wall time) are copied to
@@ -110,6 +111,43 @@ def publish(task: str, out_root: Path, meta: dict, plan: str, folder: str | None
                                                 "runs": runs}, indent=1))
 
 
+def replot(folder: Path) -> list[str]:
+    """Redraw a published finding's Pareto figures from its runs.json with today's plots,
+    and update their captions in its report.md; returns the figures redrawn.
+
+    Every number of the figures is in runs.json (each run's results.json without its
+    scenarios). The training curves (curves.png) need the runs' metrics.jsonl, which
+    are not published: they stay as they are.
+    """
+    import tempfile
+
+    from phf.report import write_report
+    from phf.sweep import ALL_OBJECTIVES, plan
+
+    runs = json.loads((folder / "runs.json").read_text())["runs"]
+    order = [r.name for r in plan(ALL_OBJECTIVES, "conditional")]
+    names = list(dict.fromkeys(row["run"] for row in runs.values()))
+    rank = {n: order.index(n) if n in order else len(order) + names.index(n) for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for rel, row in runs.items():
+            (tmp / "runs" / rel).mkdir(parents=True, exist_ok=True)
+            (tmp / "runs" / rel / "results.json").write_text(json.dumps(row))
+        dirs = sorted(runs, key=lambda rel: (runs[rel]["seed"], rank[runs[rel]["run"]]))  # the sweep's order
+        new = write_report([tmp / "runs" / d for d in dirs], tmp / "report.md").splitlines()
+        redrawn = sorted(p.name for p in (tmp / "report_figures").glob("pareto_*.png"))
+        for name in redrawn:
+            shutil.copy(tmp / "report_figures" / name, folder / "report_figures" / name)
+    lines = (folder / "report.md").read_text().splitlines()
+    for i, line in enumerate(lines):  # an image line, a blank line, then its *caption*
+        if any(line.endswith(f"(report_figures/{name})") for name in redrawn) and line in new:
+            j = new.index(line)
+            if i + 2 < len(lines) and lines[i + 2].startswith("*") and new[j + 2].startswith("*"):
+                lines[i + 2] = new[j + 2]
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
+    return redrawn
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="pep8,toxicity,pii")
@@ -118,8 +156,14 @@ def main(argv=None) -> int:
     p.add_argument("--objectives", help="a subset of the task's plan (the same folder: finished runs are reused)")
     p.add_argument("--finetune", help="the finetuning row's objective, or none (default: the plan's)")
     p.add_argument("--variant", choices=sorted(VARIANTS), help="a toxicity investigation variant (see VARIANTS)")
+    p.add_argument("--replot", action="store_true", help="only redraw the Pareto figures of every published "
+                   "finding (docs/findings/*/*/) from its runs.json, and their captions")
     p.add_argument("extra", nargs="*", help="overrides passed to every sweep")
     args = p.parse_args(argv)
+    if args.replot:
+        for runs_json in sorted((ROOT / "docs" / "findings").glob("*/*/runs.json")):
+            print(f"findings: {runs_json.parent.relative_to(ROOT)}: redrew", ", ".join(replot(runs_json.parent)))
+        return 0
     seeds = [int(s) for s in args.seeds.split(",") if s]
     out_root = ROOT / args.out
     if args.variant:

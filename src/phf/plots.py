@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-#: fixed style per objective, so a colour means the same thing in every figure
+#: fixed style per objective, so a colour means the same thing in every figure (the run
+#: named after the objective gets it; other runs of that objective get styles of their own)
 _OBJECTIVE_STYLES = {
     "mle": ("tab:gray", "o"),
     "filtering": ("tab:blue", "s"),
@@ -27,7 +28,11 @@ _OBJECTIVE_STYLES = {
     "awr": ("tab:orange", "P"),
 }
 _EXTRA_STYLES = [("tab:brown", "X"), ("tab:pink", "*"), ("tab:olive", "h"),
-                 ("tab:cyan", "p"), ("black", "<"), ("tab:blue", ">")]
+                 ("tab:cyan", "p"), ("black", "<"), ("gold", ">"), ("navy", "d"), ("lime", "8")]
+
+#: an axis spanning less than this ratio (max / min) is drawn linear: under about half a
+#: decade a log scale has no ticks of its own to label, and says nothing a linear one does not
+LOG_MIN_RATIO = 3.0
 
 _AXIS_LABELS = {
     "misalignment": "misalignment score (lower is better)",
@@ -41,16 +46,37 @@ _AXIS_LABELS = {
 }
 
 
-def _style(label: str, assigned: dict[str, tuple[str, str]]) -> tuple[str, str]:
-    if label not in assigned:
-        base = label.split("/")[0].split("+")[0].lower()
-        if base in _OBJECTIVE_STYLES and _OBJECTIVE_STYLES[base] not in assigned.values():
+def run_styles(labels: Sequence[str], objectives: Sequence[str | None] | None = None) -> dict[str, tuple[str, str]]:
+    """{label: (colour, marker)}, a different pair for every label.
+
+    A label that is an objective's name ("mle") gets that objective's style; then each
+    other label gets its objective's style (from `objectives`, else the label's start,
+    "mle" in "mle+conditional-finetune") while no label holds it, else the next unused
+    extra style. So "mle-50pct" never looks like "mle".
+    """
+    objectives = list(objectives) if objectives is not None else [None] * len(labels)
+    assigned: dict[str, tuple[str, str]] = {}
+    for label in labels:
+        if label.lower() in _OBJECTIVE_STYLES and label not in assigned:
+            assigned[label] = _OBJECTIVE_STYLES[label.lower()]
+    for label, objective in zip(labels, objectives):
+        if label in assigned:
+            continue
+        base = (objective or label.split("/")[0].split("+")[0]).lower()
+        used = set(assigned.values())
+        if base in _OBJECTIVE_STYLES and _OBJECTIVE_STYLES[base] not in used:
             assigned[label] = _OBJECTIVE_STYLES[base]
         else:
-            used = set(assigned.values())
             free = [s for s in _EXTRA_STYLES if s not in used] or _EXTRA_STYLES
             assigned[label] = free[0]
-    return assigned[label]
+    return assigned
+
+
+def use_log(values: Sequence[float]) -> bool:
+    """Whether an axis with these values (points and interval ends) is drawn log: all
+    above 0, spanning at least LOG_MIN_RATIO."""
+    values = [v for v in values if _is_number(v)]
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= LOG_MIN_RATIO
 
 
 def _is_number(value) -> bool:
@@ -78,47 +104,58 @@ def pareto_frontier(points: Sequence[Mapping], x_key: str = "kl",
 
 def _scale(ax, which: str, values: Sequence[float], log: bool, key: str) -> None:
     """Log scale with plain-number tick labels ("0.002", "14"), which stay narrow
-    where matplotlib's default "1.4x10^1" labels run into each other."""
-    if not log:
-        return
+    where matplotlib's default "1.4x10^1" labels run into each other; a linear scale
+    (asked for, or a narrow range) with about ten labelled ticks, so that points a few
+    percent apart still sit between labelled ticks."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
     # A log axis cannot show 0 or negative values (misalignment can be 0, a KL
     # estimate can be slightly negative): fall back to linear and say so.
-    if not values or any(v <= 0 for v in values):
+    if log and values and any(v <= 0 for v in values):
         warnings.warn(f"{key} has values <= 0; using a linear scale", stacklevel=3)
+    if not (log and use_log(values)):
+        axis.set_major_locator(ticker.MaxNLocator(nbins=10, steps=[1, 2, 5, 10]))
+        axis.set_minor_locator(ticker.AutoMinorLocator(2))
         return
     getattr(ax, f"set_{which}scale")("log")
-    axis = ax.xaxis if which == "x" else ax.yaxis
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    # Within about a decade there are few major ticks, so label some minor ones:
-    # all of them on a narrow range, else only 2x, 3x and 5x so they do not crowd.
+    # Within a few decades there are few major ticks, so label some minor ones:
+    # 2x, 3x and 5x on up to 1.5 decades, 2x and 5x on up to 3, none beyond.
     decades = math.log10(max(values) / min(values))
-    if decades < 0.5:
-        axis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    elif decades < 1.5:
-        axis.set_minor_formatter(ticker.FuncFormatter(_label_2_3_5))
+    if decades < 1.5:
+        axis.set_minor_formatter(ticker.FuncFormatter(_label_mantissas(2, 3, 5)))
+    elif decades < 3:
+        axis.set_minor_formatter(ticker.FuncFormatter(_label_mantissas(2, 5)))
     else:
         axis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _label_2_3_5(value: float, _pos=None) -> str:
-    mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
-    return f"{value:g}" if any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
+def _label_mantissas(*mantissas: int):
+    """A tick formatter that labels only the ticks at these multiples of a power of 10."""
+    def label(value: float, _pos=None) -> str:
+        mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+        return f"{value:g}" if any(abs(mantissa - m) < 1e-6 for m in mantissas) else ""
+    return label
 
 
-def _overlapping(points: Sequence[Mapping], x_key: str, y_key: str, log: bool) -> dict[int, int]:
-    """{id(point): rank} of points within 2% of the axes' spans of another one (so their
-    markers hide each other), ranked in drawing order within each cluster."""
-    def coords(p):
-        return [math.log10(p[k]) if log and p[k] > 0 else p[k] for k in (x_key, y_key)]
+#: markers closer than this on screen, in points on both axes, hide each other
+_MARKER_POINTS = 9.0
 
-    xy = [coords(p) for p in points]
-    spans = [max((c[i] for c in xy), default=0) - min((c[i] for c in xy), default=0) or 1.0 for i in (0, 1)]
+
+def _overlapping(ax, points: Sequence[Mapping], x_key: str, y_key: str) -> dict[int, int]:
+    """{id(point): rank} of points whose markers overlap another's where the axes draw
+    them (scales, limits and layout final), ranked in drawing order within each cluster."""
+    ax.figure.draw_without_rendering()  # the constrained layout places the axes
+    xy = ax.transData.transform([(p[x_key], p[y_key]) for p in points]) * 72 / ax.figure.dpi
     close = {}
     for i, a in enumerate(xy):
-        near = [j for j, b in enumerate(xy) if all(abs(a[k] - b[k]) < 0.02 * spans[k] for k in (0, 1))]
+        near = [j for j, b in enumerate(xy) if all(abs(a[k] - b[k]) < _MARKER_POINTS for k in (0, 1))]
         if len(near) > 1:
             close[id(points[i])] = near.index(i)
     return close
+
+
+#: where the names of overlapping points go: (dx, dy) in points from the marker, alignment
+_NAME_PLACES = ((7, 5, "left"), (7, -12, "left"), (-7, 5, "right"), (-7, -12, "right"))
 
 
 def _error(p: Mapping, key: str) -> list[list[float]] | None:
@@ -139,12 +176,14 @@ def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str 
                 title: str | None = None) -> Path:
     """Scatter misalignment (y) against a capability cost (x: KL or held-out loss).
 
-    One colour + marker per `label_key` value (the objective), each point annotated
-    with its run name when that differs from its label, and the Pareto frontier
-    (lower-left is better on both axes) drawn as a dashed step line. Points missing
-    x or y are left out (with a warning). A point with `<key>_lo` and `<key>_hi` (its
-    interval, e.g. 95% over seeds) gets an error bar on that axis; an axis whose
-    intervals reach 0 or below is drawn linear. Returns the path written.
+    One colour + marker and legend entry per run (`name_key`; `label_key`, the
+    objective, picks the style family: see `run_styles`), names written beside points
+    that sit on top of each other, and the Pareto frontier (lower-left is better on
+    both axes) drawn as a dashed boundary from the top of the axes through the frontier
+    points to the right edge, above the error bars. Points missing x or y are left out
+    (with a warning). A point with `<key>_lo` and `<key>_hi` (its interval, e.g. 95%
+    over seeds) gets an error bar on that axis; an axis whose values or intervals reach
+    0 or below, or span less than LOG_MIN_RATIO, is drawn linear. Returns the path written.
     """
     out_png = Path(out_png)
     usable = [p for p in points if _is_number(p.get(x_key)) and _is_number(p.get(y_key))]
@@ -153,40 +192,58 @@ def pareto_plot(points: Sequence[Mapping], x_key: str, y_key: str, out_png: str 
         warnings.warn(f"no {x_key}/{y_key} for: {', '.join(skipped)}", stacklevel=2)
 
     fig, ax = plt.subplots(figsize=(7, 5), layout="constrained")
-    styles: dict[str, tuple[str, str]] = {}
-    hidden = _overlapping(usable, x_key, y_key, log)
-    for label in dict.fromkeys(str(p.get(label_key, p.get(name_key, "?"))) for p in usable):
-        group = [p for p in usable if str(p.get(label_key, p.get(name_key, "?"))) == label]
-        colour, marker = _style(label, styles)
+    def legend_label(p):
+        return str(p.get(name_key) or p.get(label_key) or "?")
+
+    labels = list(dict.fromkeys(legend_label(p) for p in usable))
+    objectives = {legend_label(p): p.get(label_key) for p in usable}
+    styles = run_styles(labels, [objectives[label] for label in labels])
+    for label in labels:
+        group = [p for p in usable if legend_label(p) == label]
+        colour, marker = styles[label]
         for p in group:
             xerr, yerr = _error(p, x_key), _error(p, y_key)
             if xerr is not None or yerr is not None:
                 ax.errorbar([p[x_key]], [p[y_key]], xerr=xerr, yerr=yerr, fmt="none", ecolor=colour,
                             elinewidth=1.3, capsize=3, alpha=0.85, zorder=2.5)
-        ax.scatter([p[x_key] for p in group], [p[y_key] for p in group], s=70, c=colour,
+        ax.scatter([p[x_key] for p in group], [p[y_key] for p in group], s=70, c=colour, alpha=0.85,
                    marker=marker, label=label, edgecolors="black", linewidths=0.6, zorder=3)
-        for p in group:
-            name = str(p.get(name_key, ""))
-            if name and (name != label or id(p) in hidden):
-                # points drawn on top of each other get their names, one above, one below
-                below = id(p) in hidden and hidden[id(p)] % 2
-                ax.annotate(name, (p[x_key], p[y_key]), xytext=(6, -11 if below else 5),
-                            textcoords="offset points", fontsize=8, color="0.25")
-
-    frontier = pareto_frontier(usable, x_key, y_key)
-    if len(frontier) > 1:
-        ax.step([p[x_key] for p in frontier], [p[y_key] for p in frontier], where="post",
-                ls="--", c="0.4", lw=1.2, zorder=2, label="Pareto frontier")
 
     _scale(ax, "x", _with_bounds(usable, x_key), log, x_key)
     _scale(ax, "y", _with_bounds(usable, y_key), log, y_key)
+    _frontier(ax, pareto_frontier(usable, x_key, y_key), x_key, y_key)
     ax.set_xlabel(_AXIS_LABELS.get(x_key, x_key))
     ax.set_ylabel(_AXIS_LABELS.get(y_key, y_key))
     ax.set_title(title or "misalignment vs capability (lower-left is better)")
     ax.grid(True, which="both", alpha=0.3)
     if usable:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=9)
+        hidden = _overlapping(ax, usable, x_key, y_key)
+        for p in usable:
+            name = legend_label(p)
+            if id(p) in hidden:
+                # markers on top of each other get their names around them, in turn upper
+                # right, lower right, upper left, lower left
+                dx, dy, ha = _NAME_PLACES[hidden[id(p)] % len(_NAME_PLACES)]
+                ax.annotate(name, (p[x_key], p[y_key]), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                            fontsize=8, color=styles[name][0], fontweight="bold")
     return _save(fig, out_png)
+
+
+def _frontier(ax, frontier: Sequence[Mapping], x_key: str, y_key: str) -> None:
+    """The boundary of what the frontier's points dominate: down from the top of the axes
+    to the first point, across and down through the others (a step), then right to the
+    edge. Drawn above the error bars and below the markers, so it shows even where the
+    frontier points sit close together."""
+    if not frontier:
+        return
+    ax.autoscale_view()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    xs = [frontier[0][x_key]] + [p[x_key] for p in frontier] + [x1]
+    ys = [y1] + [p[y_key] for p in frontier] + [frontier[-1][y_key]]
+    ax.step(xs, ys, where="post", ls="--", c="0.25", lw=1.4, zorder=2.8, label="Pareto frontier")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
 
 
 def curves_plot(run_metrics: Mapping[str, Sequence[Mapping]], out_png: str | Path, *,
@@ -202,14 +259,14 @@ def curves_plot(run_metrics: Mapping[str, Sequence[Mapping]], out_png: str | Pat
     keys = [y] if isinstance(y, str) else list(y)
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), layout="constrained",
                              squeeze=False)
-    styles: dict[str, tuple[str, str]] = {}
+    styles = run_styles(list(run_metrics))
     for ax, key in zip(axes[0], keys):
         plotted = []
         for run, rows in run_metrics.items():
             pts = sorted((r[x], r[key]) for r in rows if _is_number(r.get(x)) and _is_number(r.get(key)))
             if not pts:
                 continue
-            colour, marker = _style(run, styles)
+            colour, marker = styles[run]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], c=colour, marker=marker,
                     ms=4, lw=1.5, label=run)
             plotted.extend(p[1] for p in pts)
@@ -242,9 +299,9 @@ def _save(fig, out_png: Path) -> Path:
 def red_team_plot(rounds: dict[str, list[dict]], out_png: Path) -> Path:
     """Expected max score per round, one line per run (whole-number rounds on x)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
-    styles: dict = {}
+    styles = run_styles(list(rounds))
     for label, rows in rounds.items():
-        colour, marker = _style(label, styles)
+        colour, marker = styles[label]
         ax.plot([r["round"] for r in rows], [r["expected_max"] for r in rows], c=colour, marker=marker,
                 ms=5, lw=1.5, label=label)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from phf.evaluation.degenerate import report_notes
 from phf.evaluation.intervals import compare, mean_ci
-from phf.plots import curves_plot, pareto_plot, red_team_plot
+from phf.plots import LOG_MIN_RATIO, curves_plot, pareto_plot, red_team_plot, use_log
 from phf.runfiles import RunFiles, read_json
 
 # (header, results key, format); the alignment metrics, in the run table and per scenario
@@ -370,17 +370,19 @@ def _numbers(rows: list[dict], key: str) -> list[float]:
     return [r[key] for r in rows if isinstance(r.get(key), (int, float))]
 
 
-def _log_ok(values: list[float]) -> bool:
-    return not values or min(values) > 0
-
-
 def _scales_note(x: list[float], y: list[float]) -> str:
-    """What the plot's axes are: log where the values allow it (plots.py falls back)."""
-    if _log_ok(x) and _log_ok(y):
-        return "Log scales."
-    linear = " and ".join(a for a, v in (("x", x), ("y", y)) if not _log_ok(v))
-    return (f"Linear {linear}: a log scale cannot show zero or negative values (the reference's own KL is 0, "
-            "and a KL estimate can come out slightly below 0)." + (" Log y." if _log_ok(y) else ""))
+    """What the plot's axes are, and why a linear one is not log (as `plots.use_log` decides)."""
+    notes = []
+    for axis, values in (("x", x), ("y", y)):
+        if use_log(values):
+            notes.append(f"log {axis}")
+        elif values and min(values) <= 0:
+            notes.append(f"linear {axis} (a log scale cannot show zero or negative values: the reference's own KL "
+                         "is 0, and a KL estimate can come out slightly below 0)")
+        else:
+            notes.append(f"linear {axis} (its values span less than a factor of {LOG_MIN_RATIO:g})")
+    text = "; ".join(notes)
+    return text[0].upper() + text[1:] + "."
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -423,8 +425,8 @@ def _pareto_section(doc: _Doc, groups: list[dict]) -> None:
                 + ("" if all(len(g["rows"]) > 1 for g in groups) else ", over samples within the run otherwise")
                 if seeded else "Error bars: 95% intervals over the run's samples (sampling noise only)")
         caption = ("One point per run" + (" (the mean over its seeds)" if seeded else "")
-                   + ", colour and marker by objective; dashed: the Pareto frontier of the points "
-                   "(no run is better on both axes). " + bars + "; a run without an interval has no bar. "
+                   + ", each run its own colour and marker (names beside markers that overlap); dashed: the "
+                   "Pareto frontier, the boundary of what its points dominate (no run is better on both axes). " + bars + "; a run without an interval has no bar. "
                    + _scales_note(_numbers(points, key) + _numbers(points, f"{key}_lo"),
                                   _numbers(points, "misalignment") + _numbers(points, "misalignment_lo"))
                    + (f" Not shown (no {name}): {', '.join(missing)}." if missing else ""))
@@ -556,14 +558,14 @@ def _curves_section(doc: _Doc, groups: list[dict]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         curves_plot(metrics, png, x="tokens_seen", y=keys, log_y=True)
-    values = [row[k] for rows in metrics.values() for row in rows for k in keys if isinstance(row.get(k), (int, float))]
     doc.image(png, "misalignment and held-out loss vs tokens seen",
               "The training-time evaluation (a few unconditional samples and held-out blocks every "
               "eval.every_steps steps, at the start and at the end"
               + ("; a run with several seeds: the mean over its seeds" if seeded else "")
               + ") against the tokens seen so far "
               "(a finetuning run's count starts where its starting checkpoint's training ended); "
-              + ("log y." if _log_ok(values) else "linear y (some values are 0)."))
+              + f"y axes log where a panel's values are all above 0 and span a factor of {LOG_MIN_RATIO:g} or more, "
+              "else linear.")
 
 
 def _scenarios_section(doc: _Doc, groups: list[dict]) -> list[str]:
