@@ -142,6 +142,8 @@ def parse_decoding(text: str) -> DecodingConfig:
     tag-aware[:THRESHOLD[:ratio]] | rerank[:N[:model]], e.g. guidance:2, rerank:8, tag-aware:0.3:ratio."""
     mode, *args = text.strip().split(":")
     keys = {"guidance": ("scale", "negative"), "tag-aware": ("threshold", "judge"), "rerank": ("n", "rank_by")}
+    if problems := DecodingConfig(mode=mode).problems():  # an unknown mode first, with its did-you-mean
+        raise ConfigError(problems)
     if len(args) > len(keys.get(mode, ())):
         raise ConfigError(f"decoding {text!r}: {mode} takes at most {len(keys.get(mode, ()))} settings "
                           f"({':'.join(keys.get(mode, ())) or 'none'})")
