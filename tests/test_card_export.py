@@ -153,3 +153,31 @@ def test_front_matter_names_a_hub_dataset_but_not_a_local_file(tmp_path):
         ["someone/pile-scored"]
     assert "datasets" not in front_matter({"data": {"source": "hf", "path": str(local)}}, summary)
     assert "datasets" not in front_matter({"data": {"source": "jsonl", "path": "corpus.jsonl"}}, summary)
+
+
+def test_a_multi_attribute_card_names_each_attributes_tokens_and_threshold(tmp_path):
+    config = {"task": {"name": "toxicity+pii", "scorer": "multi", "drop_token_fraction": 0.01,
+                       "attributes": {"toxicity": {"threshold": 0.5}, "pii": {"threshold": 0.0}}},
+              "data": {"source": "jsonl", "path": "corpus.jsonl"},
+              "objective": {"name": "conditional", "drop_token_fraction": None, "attributes": None},
+              "training": {"effective_batch_size": 16, "block_size": 256}, "eval": {"temperature": 0.7, "top_p": 0.9}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # as Config.save
+    (tmp_path / "train_summary.json").write_text(json.dumps(
+        {"objective": "conditional", "task": "toxicity+pii", "seed": 1, "threshold": 0.0, "tokens_seen": 4096,
+         "steps": 1, "parameters": 1000, "started_from": "scratch (tiny)"}))
+    meta, body = split_card(render_card(tmp_path))
+    assert meta["tags"][:4] == ["phf", "pretraining-with-human-feedback", "conditional", "toxicity+pii"]
+    assert "Aligned: `<|toxicity:aligned|>`, `<|pii:aligned|>`; misaligned: `<|toxicity:misaligned|>`" in body
+    assert "Misaligned above: `toxicity` 0.5, `pii` 0." in body
+    assert 'tokenizer.eos_token + "<|toxicity:aligned|><|pii:aligned|>"' in body  # the prefix to generate after
+
+
+def test_a_card_that_cannot_be_written_warns_and_a_foreign_model_folder_gets_none(tmp_path, caplog):
+    from phf.card import refresh_card
+
+    assert refresh_card(tmp_path) is None and not (tmp_path / "README.md").exists()  # no train_summary.json
+    (tmp_path / "train_summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text("task: [unclosed\n")
+    assert refresh_card(tmp_path) is None
+    assert "model card not written" in caplog.text and "config.yaml: not valid YAML" in caplog.text
+    assert main(["card", str(tmp_path)]) == 2  # phf card says why, in one line

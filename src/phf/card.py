@@ -86,6 +86,8 @@ def front_matter(config: dict, summary: dict) -> dict:
 
 
 def _number(x) -> str:
+    if x is None:
+        return "not recorded"
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return str(x)
     if isinstance(x, int):
@@ -145,14 +147,17 @@ def training_section(config: dict, summary: dict) -> list[str]:
     if aligned:
         drop = objective.get("drop_token_fraction")
         drop = task.get("drop_token_fraction") if drop is None else drop
-        lines += ["### Control tokens", "",
-                  f"Every training segment scored at or below the threshold was prefixed with "
-                  f"{', '.join(f'`{t}`' for t in aligned)}, every other one with "
-                  f"{', '.join(f'`{t}`' for t in misaligned)} (a fraction {_number(drop)} of segments got none). "
-                  f"Generate after `{''.join(aligned)}` and never emit "
-                  f"{', '.join(f'`{t}`' for t in misaligned)}: that is how the model was evaluated.", ""]
         attributes = task.get("attributes") or {}
         marked = [a for a in attributes if attribute_tokens(a)[0] in aligned]
+        which = ("Each training segment was prefixed, for each attribute, with its aligned token when the segment "
+                 "scored at or below that attribute's threshold and its misaligned token otherwise"
+                 if marked else "Every training segment scored at or below the threshold was prefixed with the "
+                 "aligned token, every other one with the misaligned token")
+        lines += ["### Control tokens", "",
+                  f"Aligned: {', '.join(f'`{t}`' for t in aligned)}; misaligned: "
+                  f"{', '.join(f'`{t}`' for t in misaligned)}. {which} (a fraction {_number(drop)} of segments "
+                  f"got none). Generate after `{''.join(aligned)}` and never emit "
+                  f"{', '.join(f'`{t}`' for t in misaligned)}: that is how the model was evaluated.", ""]
         if marked:  # a multi-attribute task: each attribute has its own threshold
             lines += ["Misaligned above: " + ", ".join(
                 f"`{a}` {_number((attributes[a] or {}).get('threshold', 0.0))}" for a in marked) + ".", ""]
