@@ -72,9 +72,10 @@ def test_decoding_mode_in_results_appears_in_the_card(evaluated, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(evaluated["dir"], copy, ignore=shutil.ignore_patterns("checkpoints", "data", "samples"))
     results = json.loads((copy / "results.json").read_text())
-    results["decoding"] = {"mode": "fudge", "strength": 2.0}
+    results["decoding"] = {"mode": "guidance", "scale": 2.0, "negative": "misaligned", "label": "guidance:2"}
     (copy / "results.json").write_text(json.dumps(results))
-    assert "Decoding mode: mode=fudge, strength=2.0." in render_card(copy)
+    card = render_card(copy)
+    assert "Decoding mode: `guidance:2`" in card and 'max_new_tokens=64, decoding="guidance:2")' in card
 
 
 def test_export_loads_with_plain_transformers_and_generates_aligned_text(evaluated, tmp_path):

@@ -174,9 +174,9 @@ def evaluation_section(results: dict | None, config: dict) -> list[str]:
              f"top-p {_number(e.get('top_p'))}, eval seed {_number(results.get('eval_seed'))}; "
              "95% intervals over the samples (bootstrap; Wilson for the hit rate; normal for KL).", ""]
     decoding = results.get("decoding")
-    if decoding:
-        text = ", ".join(f"{k}={v}" for k, v in decoding.items()) if isinstance(decoding, dict) else str(decoding)
-        lines += [f"Decoding mode: {text}.", ""]
+    if decoding:  # eval.decoding: its short label ("retag", "guidance:1.5") names the mode and its setting
+        lines += [f"Decoding mode: `{decoding_label(results)}` (phf's docs/EVALUATION.md, \"Decoding modes\", "
+                  "says what it does).", ""]
     lines += ["| metric | value | 95% interval | meaning |", "|---|---:|---|---|"]
     for key, ci_key, meaning in METRICS:
         if results.get(key) is not None:
@@ -203,7 +203,15 @@ def suppresses_tokens(run_dir: str | Path) -> bool:
     return bool(g.get("suppress_tokens") or g.get("bad_words_ids"))
 
 
-def usage_section(config: dict, run_dir: str | Path) -> list[str]:
+def decoding_label(results: dict | None) -> str | None:
+    """The decoding mode the run was evaluated with (results.json's `decoding`), or None."""
+    decoding = (results or {}).get("decoding")
+    if isinstance(decoding, dict):
+        return decoding.get("label") or decoding.get("mode")
+    return str(decoding) if decoding else None
+
+
+def usage_section(config: dict, run_dir: str | Path, decoding: str | None = None) -> list[str]:
     aligned, misaligned = control_tokens(config)
     prefix = "".join(aligned)
     e = config.get("eval") or {}
@@ -224,9 +232,11 @@ def usage_section(config: dict, run_dir: str | Path) -> list[str]:
         lines[-1] += (f"start generation after `{prefix}` as above (after a prompt, append the token to it: "
                       f"`prompt + \"{prefix}\"`), or the model is not asked for aligned text.")
         lines.append("")
+    mode = f', decoding="{decoding}"' if decoding and decoding != "plain" else ""
     lines += ["With phf, which adds the aligned prefix (when the model has one) and forbids the misaligned "
-              "token for you:", "", "```python", "import phf",
-              'texts = phf.generate(model, tokenizer, ["def add(a, b):"], max_new_tokens=64)', "```", ""]
+              "token for you" + (", decoding as the evaluation did" if mode else "") + ":", "", "```python",
+              "import phf", f'texts = phf.generate(model, tokenizer, ["def add(a, b):"], max_new_tokens=64{mode})',
+              "```", ""]
     return lines
 
 
@@ -254,7 +264,7 @@ def render_card(run_dir: str | Path) -> str:
              "This card is generated from the run's config.yaml, train_summary.json and results.json "
              "(`phf card RUN` rewrites it).")
     body = ["", f"# {name}", "", intro, "", *training_section(config, summary),
-            *evaluation_section(results, config), *usage_section(config, run_dir),
+            *evaluation_section(results, config), *usage_section(config, run_dir, decoding_label(results)),
             "## License", "", "Not set: phf leaves the license to you. Add a `license:` line to the front matter "
             "before sharing; the licenses of the training corpus and of any starting checkpoint apply.", ""]
     return "---\n" + yaml.safe_dump(front_matter(config, summary), sort_keys=False) + "---\n" + "\n".join(body)
