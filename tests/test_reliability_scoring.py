@@ -207,13 +207,16 @@ def test_parquet_output_appears_only_when_complete(tmp_path):
 
 
 def test_two_runs_cannot_append_to_one_output(tmp_path):
-    from phf.data.scoring import _lock
-
+    # the holder is another process: a lock is re-entrant within one (phf.run_lock)
     out = tmp_path / "out.jsonl"
-    held = _lock(out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from phf.data.scoring import _lock; _lock(Path(sys.argv[1])); print('held', flush=True); "
+                               "time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
     try:
-        with pytest.raises(DataError, match="another `phf score` is writing"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataError, match=r"out.jsonl is in use by pid \d+ since .* \(phf score\)"):
             score_corpus(_docs(["a\n"]), str(out), "pep8", num_workers=1)
     finally:
-        held.close()
+        holder.kill()
+        holder.wait()
     assert score_corpus(_docs(["a\n"]), str(out), "pep8", num_workers=1).documents == 1

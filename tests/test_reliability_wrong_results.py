@@ -184,7 +184,8 @@ def test_4_resume_with_changed_data_or_config_is_refused_before_anything_is_writ
     assert main([*_train_args(copy, run2), "--resume"]) == 2
     _one_line_error(capsys, f"{copy.resolve()}: changed (size")
     # settings that do not change the training may differ
-    assert main([*_train_args(scored, run, "eval.num_samples=3", "training.logging_steps=1"), "--resume"]) == 0
+    assert main([*_train_args(scored, run, "eval.num_samples=3", "eval.group_size=3", "training.logging_steps=1"),
+                       "--resume"]) == 0
 
 
 def test_4_a_new_run_from_other_data_never_reuses_the_old_packed_blocks(finished, scored, tmp_path, code_texts):

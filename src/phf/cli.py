@@ -31,6 +31,7 @@ from pathlib import Path
 from phf.config import Config, ConfigError, check_paths, load_config
 from phf.errors import SaveFailed
 from phf.records import scored_files
+from phf.run_lock import hold
 from phf.runfiles import RunFiles, write_json
 
 SETTINGS_HELP = (
@@ -112,8 +113,9 @@ def cmd_pack(args) -> int:
     if cfg.objective.name == "conditional":
         add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None)
     threshold = resolve_threshold(cfg.objective, cfg.task, [str(s) for s in shards])  # over every shard
-    totals = pack_shards_ray(shards, tokenizer, pack_spec(cfg, tokenizer, threshold), out, address=args.address,
-                             num_cpus=args.workers, resume=not args.restart)
+    with hold(out, "phf pack"):
+        totals = pack_shards_ray(shards, tokenizer, pack_spec(cfg, tokenizer, threshold), out,
+                                 address=args.address, num_cpus=args.workers, resume=not args.restart)
     print(json.dumps({"output": str(out), "threshold": threshold, **totals}, indent=2))
     print(f"train on it with: phf train ... data.packed_path={out}")
     return 0
@@ -130,23 +132,26 @@ def cmd_train(args) -> int:
     from phf.train import is_main_process, train
 
     cfg = config_from(args.settings)
-    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    if not is_main_process():  # another process of a distributed launch: rank 0 reports and evaluates
+    if not is_main_process():  # another process of a distributed launch: rank 0 holds the lock, reports, evaluates
+        train(cfg, resume=args.resume, overwrite=args.overwrite, on_bad=args.on_bad_record)
         return 0
-    print(f"trained: {run_dir}")
-    if args.eval:
-        from phf.evaluation.evaluate import evaluate_run
+    with hold(cfg.training.output_dir, "phf train"):  # also held by --eval's evaluation
+        run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite, on_bad=args.on_bad_record)
+        print(f"trained: {run_dir}")
+        if args.eval:
+            from phf.evaluation.evaluate import evaluate_run
 
-        print(json.dumps(evaluate_run(run_dir, cfg.eval, cfg.task), indent=2))
+            print(json.dumps(evaluate_run(run_dir, cfg.eval, cfg.task), indent=2))
     return 0
 
 
 def run_config(run_dir: Path, settings: list[str]) -> Config:
     """A run's saved config.yaml with overrides on top."""
-    config = RunFiles(run_dir).config
-    if not config.exists():
+    files = RunFiles(run_dir)
+    if not files.config.exists():
         raise ConfigError(f"{run_dir}: no config.yaml; is this a phf run directory?")
-    return config_from(settings, base=[str(config)])
+    files.read_config(sections=Config.model_fields)  # a damaged or cut-short one is named, not half-used
+    return config_from(settings, base=[str(files.config)])
 
 
 def cmd_eval(args) -> int:
@@ -159,7 +164,8 @@ def cmd_eval(args) -> int:
     tasks = [t for t in args.lm_eval_tasks.split(",") if t] if args.lm_eval_tasks else None
     if args.lm_eval_limit is not None:
         cfg.eval.lm_eval_limit = args.lm_eval_limit
-    results = evaluate_run(run_dir, cfg.eval, cfg.task, kl_reference=args.kl_reference, lm_eval_tasks=tasks)
+    with hold(run_dir, "phf eval"):
+        results = evaluate_run(run_dir, cfg.eval, cfg.task, kl_reference=args.kl_reference, lm_eval_tasks=tasks)
     print(json.dumps(results, indent=2))
     return 0
 
@@ -171,8 +177,9 @@ def cmd_redteam(args) -> int:
     run_dir = Path(args.run_dir)
     cfg = run_config(run_dir, args.settings)
     check_trained(run_dir)
-    out = red_team_run(run_dir, cfg.eval, cfg.task, red_lm=args.red_lm, prompts_file=args.prompts, rounds=args.rounds,
-                       pool_size=args.pool_size, new_prompts_per_round=args.new_prompts)
+    with hold(run_dir, "phf redteam"):
+        out = red_team_run(run_dir, cfg.eval, cfg.task, red_lm=args.red_lm, prompts_file=args.prompts,
+                           rounds=args.rounds, pool_size=args.pool_size, new_prompts_per_round=args.new_prompts)
     for r in out["rounds"]:
         print(f"round {r['round']}: expected max {r['expected_max']:.5g}, pool mean {r['mean']:.5g}, "
               f"pool size {r['pool_size']}")
@@ -183,7 +190,8 @@ def cmd_redteam(args) -> int:
 def cmd_report(args) -> int:
     from phf.report import markdown_table, load_results, write_report
 
-    write_report(args.run_dirs, args.out, title=args.title)
+    with hold(Path(args.out).with_suffix(".md"), "phf report"):  # the runs are only read: no lock on them
+        write_report(args.run_dirs, args.out, title=args.title)
     print(markdown_table(load_results(args.run_dirs), args.run_dirs))
     out = Path(args.out)
     md = out.with_suffix(".md")
@@ -221,8 +229,10 @@ def _sweep_seeds(args, task: str, model: str = "tiny", scale: str | None = "demo
 def cmd_demo(args) -> int:
     from phf.sweep import DEMO_OBJECTIVES, run_sweep
 
-    run_sweep(task=args.task, out_dir=args.out, objectives=DEMO_OBJECTIVES, overrides=args.settings,
-              title=f"phf demo: {args.task}", seeds=_sweep_seeds(args, args.task))
+    seeds = _sweep_seeds(args, args.task)
+    with hold(args.out, "phf demo"):
+        run_sweep(task=args.task, out_dir=args.out, objectives=DEMO_OBJECTIVES, overrides=args.settings,
+                  title=f"phf demo: {args.task}", seeds=seeds)
     return 0
 
 
@@ -231,10 +241,12 @@ def cmd_sweep(args) -> int:
 
     objectives = tuple(args.objectives.split(",")) if args.objectives else ALL_OBJECTIVES
     scale = None if args.scale == "none" else args.scale
-    run_sweep(task=args.task, out_dir=args.out or f"runs/sweep-{args.task}", objectives=objectives,
-              finetune=None if args.finetune == "none" else args.finetune, overrides=args.settings,
-              model=args.model, scale=scale, seeds=_sweep_seeds(args, args.task, args.model, scale, SWEEP_CONFIGS),
-              extra_configs=SWEEP_CONFIGS)
+    out = args.out or f"runs/sweep-{args.task}"
+    seeds = _sweep_seeds(args, args.task, args.model, scale, SWEEP_CONFIGS)
+    with hold(out, "phf sweep"):
+        run_sweep(task=args.task, out_dir=out, objectives=objectives,
+                  finetune=None if args.finetune == "none" else args.finetune, overrides=args.settings,
+                  model=args.model, scale=scale, seeds=seeds, extra_configs=SWEEP_CONFIGS)
     return 0
 
 
@@ -298,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true",
                    help="train again into a run directory that holds a run, deleting its outputs first")
     t.add_argument("--eval", action="store_true", help="evaluate the run when training ends")
+    t.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
+                   help="a scored record that fails its checks (a missing attribute, a NaN or string score, "
+                   "a score list of the wrong length): stop with its file:line (default), or skip it, "
+                   "counted by reason in train_summary.json's records")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a trained run (samples, misalignment, held-out loss)",

@@ -35,10 +35,12 @@ class SourceStats:
 
     read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    #: log the first skips per reason (off for a second pass over records already reported)
+    log_skips: bool = True
 
     def skip(self, reason: str, where: str, detail: str | None = None) -> None:
         n = self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        if n <= LOG_SKIPS_PER_REASON:
+        if n <= LOG_SKIPS_PER_REASON and self.log_skips:
             detail = (detail or reason).removeprefix(f"{where}: ")  # a DataError's message names `where` too
             log.warning("skipped %s: %s%s", where, detail,
                         " (further skips for this reason are only counted)" if n == LOG_SKIPS_PER_REASON else "")

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedModel
 
+from phf.errors import DataError
 from phf.model_config import ModelConfig
 from phf.paths import looks_local
+from phf.runfiles import json_object
 
 PRESETS: dict[str, dict] = {
     # 1.78M non-embedding parameters (2.62M with a 4,096 vocabulary): the demo's model,
@@ -99,6 +103,8 @@ def load_model(path: str, attn_implementation: str = "sdpa", trust_remote_code: 
     local = Path(path).expanduser()
     if not local.exists() and looks_local(path):
         raise FileNotFoundError(f"{path}: model directory not found")
+    if local.is_dir():
+        check_model_files(local)
     if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
         pickled = sorted(p.name for pattern in PICKLE_PATTERNS for p in local.glob(pattern))
         if pickled:
@@ -111,6 +117,56 @@ def load_model(path: str, attn_implementation: str = "sdpa", trust_remote_code: 
     return AutoModelForCausalLM.from_pretrained(
         path, config=config, attn_implementation=attn_implementation, dtype=dtype,
         trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
+
+
+def _restore_hint(folder: Path) -> str:
+    if (folder / "checkpoints").is_dir():  # a phf run: its checkpoints hold copies of the model files
+        return (f"copy the file back from the newest complete checkpoint in {folder / 'checkpoints'} (the one with "
+                f"phf_checkpoint_complete.json), or train the run again (`phf train {folder / 'config.yaml'} "
+                "--overwrite`)")
+    return "save or download the model again"
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file (cut short, or another format), or None.
+
+    The format is an 8-byte header length, a JSON header giving each tensor's byte range,
+    then the bytes: the last range must end at the end of the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or n > size - 8:
+            return f"cut short or not a safetensors file ({size} bytes, too few for its header)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, UnicodeDecodeError, TypeError, KeyError, IndexError, AttributeError):
+            return "not a safetensors file (its header is not a tensor table)"
+    if 8 + n + end != size:
+        return f"cut short: its tensors need {8 + n + end} bytes, the file has {size}"
+    return None
+
+
+def check_model_files(folder: Path) -> None:
+    """Raise a one-line DataError when the model folder's config.json or weights are
+    missing, damaged (cut short) or foreign, naming the file and how to restore it."""
+    hint = _restore_hint(folder)
+    config, index = folder / "config.json", folder / "model.safetensors.index.json"
+    if not config.is_file():
+        raise DataError(f"{config}: not found (a model folder needs its config.json); {hint}", "damaged model")
+    json_object(config, hint, "a model config")
+    shards = []
+    if index.is_file():
+        weight_map = json_object(index, hint, "a weight index").get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+    weights = [folder / s for s in shards] or sorted(folder.glob("*.safetensors"))
+    if not weights and not any(folder.glob(p) for p in PICKLE_PATTERNS):
+        raise DataError(f"{folder}: no model weights (model.safetensors); {hint}", "damaged model")
+    for w in weights:
+        why = "not found (listed in model.safetensors.index.json)" if not w.is_file() else safetensors_problem(w)
+        if why:
+            raise DataError(f"{w}: {why}; {hint}", "damaged model")
 
 
 def resize_for_new_tokens(model: PreTrainedModel, new_vocab_size: int, seed: int = 0,

@@ -101,19 +101,39 @@ class ScoredRecord:
         return {"texts": self.texts, "scores": self.scores, "avg_score": self.avg_score, "meta": self.meta}
 
     @classmethod
-    def from_json(cls, row, where: str) -> "ScoredRecord":
+    def from_json(cls, row, where: str, attributes: Sequence[str] | None = None) -> "ScoredRecord":
         """Check a stored record; raise DataError naming `where` and the field.
 
-        A record without `avg_score` gets the plain mean of its segment scores.
+        `attributes`: the attributes the task declares (None or empty: one score list, or
+        any attributes); a multi-attribute record must have exactly these. A record
+        without `avg_score` gets the plain mean of its segment scores.
         """
-        return _parse(row, where)
+        return _parse(row, where, attributes)
 
 
 def _bad_score(s) -> bool:
     return isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0
 
 
-def _parse(record, where: str) -> ScoredRecord:
+def _attribute_problem(scores, attributes: Sequence[str], where: str) -> DataError | None:
+    """A record whose attributes are not the task's: it would stop conditional training
+    on a missing one, or change the combined score with a foreign one."""
+    declared = ", ".join(attributes)
+    if not isinstance(scores, dict):
+        return DataError(f"{where}: field 'scores' is one list, but the task declares the attributes {declared}; "
+                         "score the corpus with the task's scorer (scorer multi)", "attribute missing")
+    missing = [a for a in attributes if a not in scores]
+    if missing:
+        return DataError(f"{where}: field 'scores' has no attribute {missing[0]!r} (the task declares {declared}; "
+                         f"the record has {', '.join(scores) or 'none'})", "attribute missing")
+    extra = [a for a in scores if a not in attributes]
+    if extra:
+        return DataError(f"{where}: field 'scores' has the attribute {extra[0]!r}, which the task does not "
+                         f"declare (it declares {declared})", "attribute not declared")
+    return None
+
+
+def _parse(record, where: str, attributes: Sequence[str] | None = None) -> ScoredRecord:
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}", "not a JSON object")
     texts, scores = record.get("texts"), record.get("scores")
@@ -122,6 +142,8 @@ def _parse(record, where: str) -> ScoredRecord:
     if not isinstance(scores, (list, dict)) or scores == {}:
         raise DataError(f"{where}: field 'scores' missing or not a list (or a mapping of attributes to lists)",
                         "field 'scores' invalid")
+    if attributes and (problem := _attribute_problem(scores, attributes, where)):
+        raise problem
     columns = scores.items() if isinstance(scores, dict) else [(None, scores)]
     for name, column in columns:
         label = "'scores'" + (f"[{name!r}]" if name is not None else "")
@@ -194,13 +216,14 @@ def scored_sources(path: str | Path | Sequence[str | Path]) -> list[str]:
 
 
 def read_scored(path: str | Path | Sequence[str | Path], stats: SourceStats | None = None, on_bad: str = "error",
-                split: str = "train") -> Iterator[ScoredRecord]:
+                split: str = "train", attributes: Sequence[str] | None = None) -> Iterator[ScoredRecord]:
     """Scored records from JSONL or parquet files (one, several, a glob or a folder of
     shards), a saved dataset, or a hub dataset.
 
     A bad record raises DataError (file, line or record index, and field) under
     `on_bad="error"`, or is counted in `stats.skipped` under `on_bad="skip"`;
     `stats.read + sum(stats.skipped.values())` is the number of records read.
+    `attributes` (the task's, see `ScoredRecord.from_json`) are checked per record.
     A missing local file raises here, before any record is read.
     """
     stats = stats if stats is not None else SourceStats()
@@ -209,7 +232,8 @@ def read_scored(path: str | Path | Sequence[str | Path], stats: SourceStats | No
         p = Path(name)
         if (p.suffix in SCORED_SUFFIXES or looks_local(name)) and not p.exists():
             raise DataError(f"{p}: file not found (run `phf score` first?)")
-    return _validated((row for name in sources for row in _rows(name, split)), stats, on_bad)
+    return _validated((row for name in sources for row in _rows(name, split)), stats, on_bad,
+                      list(attributes or ()))
 
 
 def _rows(name: str, split: str):
@@ -221,7 +245,7 @@ def _rows(name: str, split: str):
     return _dataset_rows(name, split)
 
 
-def _validated(rows, stats: SourceStats, on_bad: str) -> Iterator[ScoredRecord]:
+def _validated(rows, stats: SourceStats, on_bad: str, attributes: list[str]) -> Iterator[ScoredRecord]:
     for where, row in rows:
         if row is None:  # a blank line: not a record
             stats.skip("blank line", where)
@@ -229,7 +253,7 @@ def _validated(rows, stats: SourceStats, on_bad: str) -> Iterator[ScoredRecord]:
         try:
             if isinstance(row, Exception):
                 raise row
-            record = _parse(row, where)
+            record = _parse(row, where, attributes)
         except DataError as e:
             bad_record(e, on_bad, stats, where)
             continue

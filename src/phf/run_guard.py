@@ -17,8 +17,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import yaml
-
 from phf.errors import ConfigError, DataError
 from phf.records import scored_sources
 from phf.runfiles import RunFiles, read_json
@@ -67,19 +65,20 @@ def input_fingerprint(scored_path, packed_path: str | None = None) -> dict:
     return out
 
 
-def _flat(d, prefix: str = "") -> dict:
+def flat_keys(d, prefix: str = "") -> dict:
+    """{dotted key: value} of a nested mapping."""
     if not isinstance(d, dict):
         return {prefix: d}
     out = {}
     for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        out.update(flat_keys(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
     """The keys whose values differ between two config dicts, as "key: old -> new",
     without the keys a resume may change."""
-    a, b = _flat(old), _flat(new)
+    a, b = flat_keys(old), flat_keys(new)
     changes = []
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE):
@@ -119,8 +118,7 @@ def prepare_run_dir(cfg, resume: bool = False, overwrite: bool = False, main_pro
     if resume:
         changes = []
         if files.config.is_file():
-            old = yaml.safe_load(files.config.read_text()) or {}
-            changes += config_changes(old, cfg.to_dict())
+            changes += config_changes(files.read_config(), cfg.to_dict())
         old_input = read_json(files.input_fingerprint)
         if old_input is not None:
             changes += input_changes(old_input, fingerprint)
@@ -153,6 +151,10 @@ def check_packed(stats: dict, cfg, threshold: float | None = None) -> None:
     docs, blocks = stats.get("documents", {}), stats.get("blocks", {})
     total = sum(docs.values()) + stats.get("filtered_documents", 0)
     where = cfg.data.scored_path
+    skipped = stats.get("records", {}).get("skipped") or {}
+    if total == 0 and skipped:
+        raise DataError(f"{where}: no documents left: --on-bad-record skip skipped every one of its "
+                        f"{sum(skipped.values())} records ({', '.join(f'{n} {r}' for r, n in skipped.items())})")
     if total == 0:
         raise DataError(f"{where}: no documents (an empty corpus); score a corpus that has some "
                         "(`phf score` reports how many it read and skipped)")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from phf.errors import DataError
+
 
 class RunFiles:
     """The paths of one run folder."""
@@ -66,6 +68,34 @@ class RunFiles:
     def samples(self, scenario: str) -> Path:
         return self.dir / "samples" / f"{scenario}.jsonl"
 
+    # the run's own files, read through one function each: a missing, cut-short or foreign
+    # file is a DataError that names it and says what to do
+
+    def read_config(self, sections=()) -> dict:
+        """config.yaml as a dict; `sections` must all be there (`phf train` writes every one,
+        so a missing one means the file was cut short)."""
+        fix = (f"restore it, or train the run again into a new folder (`phf train ... training.output_dir=...`); "
+               f"without it phf cannot tell how {self.dir} was trained")
+        raw = read_yaml(self.config, fix)
+        missing = [s for s in sections if s not in raw]
+        if missing:
+            raise DataError(f"{self.config}: cut short or not a phf run config (no section {', '.join(missing)}); "
+                            f"{fix}", "damaged file")
+        return raw
+
+    def read_train_summary(self) -> dict | None:
+        """train_summary.json (None before training finished)."""
+        return read_json(self.train_summary, f"it is written last by `phf train`: train the run again "
+                         f"(`phf train {self.config} --overwrite`), or restore the file")
+
+    def read_results(self) -> dict | None:
+        """results.json (None before `phf eval`)."""
+        return read_json(self.results, f"evaluate the run again (`phf eval {self.dir}`), which writes it anew")
+
+    def read_redteam(self) -> dict | None:
+        """redteam.json (None before `phf redteam`)."""
+        return read_json(self.redteam, f"red-team the run again (`phf redteam {self.dir}`), which writes it anew")
+
     def _setting(self, section: str, key: str):
         """One value of the run's config.yaml (None without one)."""
         try:
@@ -93,7 +123,7 @@ class RunFiles:
     #: what `phf train` and `phf eval` write besides config.yaml and data/ (globs, in the folder)
     OUTPUTS = ("train_summary.json", "results.json", "redteam.json", "metrics.jsonl", "model.safetensors",
                "model-*.safetensors", "model.safetensors.index.json", "checkpoints", "samples", "config.json",
-               "generation_config.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json",
+               "generation_config.json", "training_args.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 
     def outputs(self) -> list[Path]:
@@ -135,7 +165,39 @@ def write_json(path: str | Path, obj, durable: bool = False) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2), durable=durable)
 
 
-def read_json(path: str | Path) -> dict | None:
-    """The JSON object in `path`, or None when the file is absent."""
+def read_json(path: str | Path, fix: str | None = None) -> dict | None:
+    """The JSON object in `path`, or None when the file is absent. A damaged file (cut
+    short, not JSON, not UTF-8) or a foreign one (not an object) is a DataError naming
+    it and `fix`, what to do about it."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    return json_object(path, fix or "delete it (phf writes it again) or restore it")
+
+
+def json_object(path: Path, fix: str, what: str = "a phf file") -> dict:
+    """The JSON object in the existing file `path`; a damaged or foreign one is a
+    DataError naming it, `what` it should be, and `fix`."""
+    try:
+        obj = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise DataError(f"{path}: damaged, not valid JSON ({e}); {fix}", "damaged file") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: not {what} (a JSON {type(obj).__name__}, not an object); {fix}", "foreign file")
+    return obj
+
+
+def read_yaml(path: str | Path, fix: str) -> dict:
+    """The YAML mapping in `path` (read safely: no Python tags); a missing, damaged or
+    foreign file is a DataError naming it and `fix`."""
+    path = Path(path)
+    try:
+        obj = yaml.safe_load(path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; {fix}", "missing file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        reason = " ".join(str(e).split())
+        raise DataError(f"{path}: damaged, not valid YAML ({reason}); {fix}", "damaged file") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: not a phf file (YAML {type(obj).__name__}, not a mapping); {fix}", "foreign file")
+    return obj

@@ -32,11 +32,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from phf.config import CONFIG_DIR, Config, load_config
+from phf.config import CONFIG_DIR, Config, load_config, parse_override
+from phf.errors import ConfigError
 from phf.data.scoring import score_dataset, summary_path
 from phf.evaluation.evaluate import add_kl, evaluate_run
 from phf.records import read_scored
 from phf.report import write_report
+from phf.run_guard import flat_keys
 from phf.runfiles import RunFiles, read_json, write_json
 from phf.tokenizer import save_tokenizer, train_tokenizer
 from phf.train import train
@@ -139,22 +141,59 @@ class _Timer:
         return out
 
 
+#: settings that the sweep sets for each run: a user's value would be replaced, so it is refused, saying why
+RECIPE_SETTINGS = {
+    "training.output_dir": "each run trains into OUT/<run>; choose OUT with --out",
+    "model.path": "the runs train from scratch and the finetuning row starts from the sweep's own MLE run",
+    "objective.name": "each run has its own objective; choose them with --objectives and --finetune",
+    "data.packed_path": "each objective packs its own blocks (conditional training adds tokens, filtering drops "
+                        "documents)",
+    "eval.kl_reference": "the sweep's MLE run of each seed is the KL reference of that seed's runs",
+}
+
+
+def user_settings(overrides) -> dict:
+    """{dotted key: value} that the user's overrides set."""
+    keys: dict = {}
+    for o in overrides:
+        keys.update(flat_keys(parse_override(o)))
+    return keys
+
+
+def refuse_recipe_settings(overrides) -> None:
+    """ConfigError for each override that the sweep would have to replace (`RECIPE_SETTINGS`)."""
+    problems = [f"{key}: a sweep sets it for every run ({why}); remove {key}=..."
+                for key in user_settings(overrides) for k, why in RECIPE_SETTINGS.items()
+                if key == k or key.startswith(k + ".")]
+    if problems:
+        raise ConfigError(problems)
+
+
+def scored_corpus(out_dir: Path, overrides) -> tuple[str | list, bool]:
+    """The sweep's scored corpus and whether the user gave it: a user's data.scored_path is
+    used as it is (never rescored); else the sweep scores data.source into OUT/scored.jsonl."""
+    given = user_settings(overrides).get("data.scored_path")
+    return (given, True) if given else (str(out_dir / "scored.jsonl"), False)
+
+
 def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (), model: str = "tiny",
                scale: str | None = "demo", run_dir: Path | None = None, start_dir: Path | None = None,
                extra_configs: tuple[str, ...] = ()) -> Config:
     """The config of one run: task, objective, model, scale and `extra_configs` files, the
     sweep's and the run's overrides, then its folder (default `out_dir/<name>`), budget
-    share and start (`start_dir`, default `out_dir/<start_from>`)."""
+    share and start (`start_dir`, default `out_dir/<start_from>`). A user's
+    data.scored_path and tokenizer.path are kept (`scored_corpus`)."""
     files = [task_config(task, scale), objective_config(run.objective, task), f"models/{model}"]
     overrides = [*overrides, *run.overrides]
     files += ([scale] if scale else []) + list(extra_configs)
     base = load_config(files, overrides)
-    extra = [f"data.scored_path={out_dir / 'scored.jsonl'}",
-             f"training.output_dir={run_dir or out_dir / run.name}",
+    scored, given = scored_corpus(out_dir, overrides)
+    extra = [] if given else [f"data.scored_path={scored}"]
+    extra += [f"training.output_dir={run_dir or out_dir / run.name}",
              f"training.num_tokens={max(1, int(base.training.num_tokens * run.budget_fraction))}"]
     if run.start_from:
         extra.append(f"model.path={start_dir or out_dir / run.start_from}")
-    else:
+    elif "tokenizer.path" not in user_settings(overrides):
         extra.append(f"tokenizer.path={out_dir / 'tokenizer'}")
     return load_config(files, [*overrides, *extra])
 
@@ -170,6 +209,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     `extra_configs`: config files applied after the scale (`phf sweep`: SWEEP_CONFIGS).
     """
     out_dir = Path(out_dir)
+    refuse_recipe_settings(overrides)  # before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = _Timer(out_dir / "timings.json")
     t_start = time.time()
@@ -187,15 +227,21 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
     heldout_seed = base.data.heldout_seed if base.data.heldout_seed is not None else base.training.seed
     one_seed = len(seeds) == 1
 
-    scored = Path(base.data.scored_path)
-    if not summary_path(scored).exists():  # written last: without it the corpus is not completely scored
+    scored, given = scored_corpus(out_dir, overrides)
+    if given:  # the user's scored corpus, as it is
+        read_scored(scored)  # a missing file is named now (the records are read later)
+        log.info("training on the scored corpus %s as it is (data.scored_path; no scoring stage)", scored)
+    elif not summary_path(scored).exists():  # written last: without it the corpus is not completely scored
         summary = timer.run("score", lambda: score_dataset(base.data, base.task))  # continues a partial one
         log.info("scored %d documents (%d failed) into %s", summary["documents"], summary["failed_documents"], scored)
+    write_json(out_dir / "sweep.json", {"scored_corpus": scored, "scored_by_the_sweep": not given,
+                                        "source": None if given else base.data.model_dump(mode="json"),
+                                        "tokenizer": base.tokenizer.path})
 
-    tok_dir = out_dir / "tokenizer"
-    if not (tok_dir / "tokenizer.json").exists():
+    tok_dir = Path(base.tokenizer.path)  # the user's tokenizer.path, else one the sweep trains
+    if "tokenizer.path" not in user_settings(overrides) and not (tok_dir / "tokenizer.json").exists():
         timer.run("tokenizer", lambda: save_tokenizer(train_tokenizer(
-            (r.document for r in read_scored(scored)),
+            (r.document for r in read_scored(scored, attributes=list(base.task.attributes))),
             base.tokenizer.vocab_size, base.tokenizer.train_max_bytes), tok_dir))
 
     report_dirs = []
@@ -215,7 +261,7 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
             report_dirs.append(run_dir)
             files = RunFiles(run_dir)
             if files.results.exists():
-                if reference and read_json(files.results).get("kl") is None:
+                if reference and files.read_results().get("kl") is None:
                     timer.run(f"kl/{stage}", lambda: add_kl(run_dir, cfg.eval, reference))
                 else:
                     log.info("%s: already evaluated, skipping", run_dir)
@@ -225,8 +271,8 @@ def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=
                 timer.run(f"train/{stage}", lambda: train(cfg, resume=bool(files.outputs())))
             timer.run(f"eval/{stage}", lambda: evaluate_run(run_dir, cfg.eval, cfg.task))
 
-    report = timer.run("report", lambda: write_report(report_dirs, out_dir / "report.md",
-                                                      title=title or f"phf sweep: {task}"))
+    title = f"{title or f'phf sweep: {task}'} (scored corpus: {scored})"  # the corpus, named where results are read
+    report = timer.run("report", lambda: write_report(report_dirs, out_dir / "report.md", title=title))
     log.info("finished in %.1f s (this invocation); report: %s", time.time() - t_start, out_dir / "report.md")
     print(report)
     print("stage timings (s):", json.dumps(timer.times))

@@ -14,6 +14,9 @@ from typing import Iterable, Iterator
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from phf.errors import DataError
+from phf.runfiles import json_object
+
 EOS = "<|endoftext|>"
 ALIGNED = "<|aligned|>"
 MISALIGNED = "<|misaligned|>"
@@ -67,22 +70,18 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
 
 def check_tokenizer_files(path: str) -> None:
     """Raise a one-line error when the local folder `path` holds no readable tokenizer."""
-    import json
-
     local = Path(path).expanduser()
     if not local.is_dir():
         return  # a hub name, or a missing path that the caller reports
     if not any((local / f).is_file() for f in TOKENIZER_FILES):
-        raise FileNotFoundError(
+        raise DataError(
             f"{local}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); they were removed or never "
             "written. For a phf run, copy them back from its data/tokenizer folder, or train the run again")
-    tj = local / "tokenizer.json"
-    if tj.is_file():
-        try:
-            json.loads(tj.read_bytes())
-        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{tj}: damaged, not valid JSON ({e}); restore the file (a phf run keeps a copy "
-                             "in data/tokenizer) or train the run again") from None
+    # transformers reads config.json too (for the model type) when it sits beside them
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        if (local / name).is_file():
+            json_object(local / name, "restore the file (a phf run keeps a copy of its tokenizer in data/tokenizer, "
+                        "and of config.json in its checkpoints) or train the run again", "a Hugging Face file")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -31,7 +31,9 @@ from phf.evaluation.callback import add_eval_callback
 from phf.model import build_model, count_parameters, resize_for_new_tokens
 from phf.model_config import ModelConfig, TokenizerConfig
 from phf.objectives import objective_from_config
+from phf.inputs import SourceStats
 from phf.records import read_scored
+from phf.run_lock import hold
 from phf.runfiles import RunFiles, read_json, write_json
 from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
 from phf.run_guard import build_eval_scorer, check_packed, prepare_run_dir
@@ -115,17 +117,20 @@ def sharded_parameters(trainer) -> str | None:
     return None
 
 
-def prepare_tokenizer(model: ModelConfig, tokenizer: TokenizerConfig, scored_path):
-    """The run's tokenizer: the checkpoint's, a configured one, or a new BPE on the corpus."""
+def prepare_tokenizer(model: ModelConfig, tokenizer: TokenizerConfig, scored_path, attributes=(),
+                      on_bad: str = "error"):
+    """The run's tokenizer: the checkpoint's, a configured one, or a new BPE on the corpus
+    (its records checked as packing checks them; skips are counted there)."""
     if model.path:
         return load_tokenizer(model.path, model.trust_remote_code)
     if tokenizer.path:
         return load_tokenizer(tokenizer.path)
-    texts = (r.document for r in read_scored(scored_path))
+    records = read_scored(scored_path, SourceStats(log_skips=False), on_bad, attributes=attributes)
+    texts = (r.document for r in records)
     return train_tokenizer(texts, tokenizer.vocab_size, tokenizer.train_max_bytes)
 
 
-def pack_spec(cfg: Config, tokenizer, threshold: float) -> PackSpec:
+def pack_spec(cfg: Config, tokenizer, threshold: float, on_bad: str = "error") -> PackSpec:
     """What the packed blocks of this run depend on (a finished pack with the same spec is reused)."""
     objective = cfg.objective
     drop = cfg.drop_token_fraction
@@ -136,12 +141,15 @@ def pack_spec(cfg: Config, tokenizer, threshold: float) -> PackSpec:
                     drop_token_fraction=drop, heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
                     heldout_seed=cfg.data.heldout_seed,
                     attributes=attributes, combine=cfg.task.combine, combine_weights=cfg.task.combine_weights,
-                    tokenizer=tokenizer_fingerprint(tokenizer))
+                    tokenizer=tokenizer_fingerprint(tokenizer), on_bad_record=on_bad)
 
 
-def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pack: bool = True) -> PackedDataset:
+def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pack: bool = True,
+                 attributes=()) -> PackedDataset:
     """Pack the scored corpus with `spec`, reusing a finished pack with the same spec.
 
+    Each record is checked as it is read (with the task's `attributes`); a bad one stops
+    the packing or is counted in pack.json's stats ("records"), by `spec.on_bad_record`.
     `may_pack=False` (the other ranks of a distributed run, after the main process
     packed): only a finished pack is accepted.
     """
@@ -156,21 +164,36 @@ def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pac
                            "pack there; the run directory must be on a filesystem shared by all processes")
     if not packed:
         marker.unlink(missing_ok=True)  # pack() writes it last: no marker, no finished pack
-        stats = pack(read_scored(scored_path), tokenizer, spec, data_dir)
+        source = SourceStats()
+        records = read_scored(scored_path, source, spec.on_bad_record, attributes=attributes)
+        stats = pack(records, tokenizer, spec, data_dir, source=source)
+        if sum(source.skipped.values()):
+            log.warning("skipped %d bad scored records of %d (%s)", sum(source.skipped.values()), source.records_in,
+                        ", ".join(f"{n} {reason}" for reason, n in source.skipped.items()))
         log.info("packed %d training and %d held-out documents (%d filtered out): %d and %d tokens, "
                  "%d and %d blocks", stats.documents["train"], stats.documents["heldout"], stats.filtered_documents,
                  stats.tokens["train"], stats.tokens["heldout"], stats.blocks["train"], stats.blocks["heldout"])
     return PackedDataset(data_dir, "train")
 
 
-def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
+def train(cfg: Config, resume: bool = False, overwrite: bool = False, on_bad: str = "error") -> Path:
     """Train one run into `cfg.training.output_dir`; returns the run directory.
 
     A folder that holds a run is refused unless `resume` (same config and data) or
-    `overwrite` (its outputs are deleted first): see `phf.run_guard`.
+    `overwrite` (its outputs are deleted first): see `phf.run_guard`. `on_bad`: a bad
+    scored record stops training ("error") or is counted and left out ("skip"; the counts
+    are in train_summary.json's "records"), as in `phf score --on-bad-record`. The main process
+    holds the folder's lock (`phf.run_lock`) meanwhile: a second writer is refused.
     """
+    check_paths(cfg)  # a missing file is an error now, not after packing (and before the folder exists)
+    if not is_main_process():
+        return _train(cfg, resume, overwrite, on_bad)
+    with hold(cfg.training.output_dir, "phf train"):
+        return _train(cfg, resume, overwrite, on_bad)
+
+
+def _train(cfg: Config, resume: bool, overwrite: bool, on_bad: str) -> Path:
     t0 = time.time()
-    check_paths(cfg)  # a missing file is an error now, not after packing
     fingerprint = prepare_run_dir(cfg, resume, overwrite, main_process=is_main_process())
     scorer = build_eval_scorer(cfg) if is_main_process() else None  # its files too, before any work
     files = RunFiles(cfg.training.output_dir)
@@ -224,6 +247,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
     # the main process writes the tokenizer and the packed blocks; the others wait, then read them
     is_main = args.process_index == 0
     tok_dir = files.tokenizer
+    attributes = list(cfg.task.attributes)  # every scored record must have the task's attributes
     with main_process_first(args):
         if is_main:
             cfg.save(files.config)
@@ -236,22 +260,27 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
         elif (resume or not is_main) and (tok_dir / "tokenizer.json").exists():
             tokenizer = load_tokenizer(str(tok_dir))  # the one the packed blocks were made with
         else:
-            tokenizer = prepare_tokenizer(cfg.model, cfg.tokenizer, cfg.data.scored_path)
+            tokenizer = prepare_tokenizer(cfg.model, cfg.tokenizer, cfg.data.scored_path, attributes, on_bad)
             if is_main:
                 save_tokenizer(tokenizer, tok_dir)
         added = add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None) \
             if cfg.objective.name == "conditional" else 0
-        threshold = resolve_threshold(cfg.objective, cfg.task, cfg.data.scored_path)
-        spec = pack_spec(cfg, tokenizer, threshold)
+        threshold = resolve_threshold(cfg.objective, cfg.task, cfg.data.scored_path, on_bad)
+        # `phf pack` folders were checked when packed: their spec has the default policy
+        spec = pack_spec(cfg, tokenizer, threshold, "error" if cfg.data.packed_path else on_bad)
         if cfg.data.packed_path:  # every process reads the packed shards; none packs
             train_data = ShardedPackedDataset(cfg.data.packed_path, "train", expected_spec=asdict(spec))
         else:
-            train_data = pack_for_run(spec, tokenizer, cfg.data.scored_path, files.data, may_pack=is_main)
+            train_data = pack_for_run(spec, tokenizer, cfg.data.scored_path, files.data, may_pack=is_main,
+                                      attributes=attributes)
     if cfg.data.packed_path:
         if len(train_data) == 0:
             raise ValueError(f"no training blocks in the packed shards at {cfg.data.packed_path}")
+        records = None
     else:  # names the real cause: an empty corpus, a threshold that filters everything, a tiny corpus
-        check_packed(read_json(files.data / "pack.json")["stats"], cfg, threshold)
+        pack_stats = read_json(files.data / "pack.json")["stats"]
+        check_packed(pack_stats, cfg, threshold)
+        records = pack_stats.get("records")
 
     model = build_model(cfg.model, len(tokenizer), cfg.training.block_size)
     # from a checkpoint, the added control tokens start at the mean of the trained rows
@@ -310,6 +339,10 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
             "resumed_from": str(checkpoint) if checkpoint else None,
             "train_seconds": round(time.time() - t0, 1),
             "control_tokens_added": added,
+            # the corpus trained on, and its records read and skipped (by reason) under --on-bad-record
+            "scored_path": cfg.data.scored_path,
+            "packed_path": cfg.data.packed_path,
+            "records": records,
         }
         write_json(files.train_summary, summary)
         refresh_card(run_dir)  # README.md: the model card, rewritten by phf eval with the results

@@ -26,6 +26,10 @@ from phf.objectives import Objective
 from phf.runfiles import write_json, write_text_atomic
 
 
+#: the training arguments, as JSON, beside the model and in each checkpoint
+TRAINING_ARGS_JSON = "training_args.json"
+
+
 class PHFTrainer(Trainer):
     # our objectives return per-batch means; Trainer divides by the accumulation steps
     loss_is_scaled_for_ga = False
@@ -93,6 +97,16 @@ class PHFTrainer(Trainer):
             for k, v in result.stats.items():
                 self._stats[k].append(float(v))
         return (result.loss, outputs) if return_outputs else result.loss
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        # Trainer pickles its arguments (training_args.bin) beside the model and in every
+        # checkpoint; nothing reads them back, and a file a user must unpickle to inspect
+        # has no place in a run folder they share: JSON instead
+        if self.args.should_save:
+            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+            write_text_atomic(folder / TRAINING_ARGS_JSON, self.args.to_json_string())
+            (folder / "training_args.bin").unlink(missing_ok=True)
 
     def _save_checkpoint(self, model, trial) -> None:
         # Trainer writes checkpoint-N in place; a kill mid-write leaves a directory that

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from phf.data.transforms import add_attribute_control_tokens, add_control_tokens, keep_document
+from phf.inputs import SourceStats
 from phf.records import ScoredRecord
 
 #: the label of a position that no loss reads (the Hugging Face convention)
@@ -61,6 +62,8 @@ class PackSpec:
     #: fingerprint of the tokenizer the ids come from (`phf.tokenizer.tokenizer_fingerprint`):
     #: packed blocks are reused only with the same tokenizer
     tokenizer: str = ""
+    #: bad scored records stopped the packing ("error") or were counted and left out ("skip")
+    on_bad_record: str = "error"
 
 
 @dataclass
@@ -69,6 +72,8 @@ class PackStats:
     filtered_documents: int = 0
     tokens: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
     blocks: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    #: the scored records read and skipped by reason (`phf.inputs.SourceStats.to_dict`)
+    records: dict = field(default_factory=dict)
 
 
 class _BlockWriter:
@@ -166,8 +171,9 @@ def encode_documents(tokenizer, docs: list[tuple[list[str], list[float]]],
 
 def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: str | Path,
          batch_documents: int = 256, total: int | None = None, batch_chars: int = 1 << 16,
-         threads: int | None = None) -> PackStats:
-    """Pack scored records into `out_dir` (train and held-out splits).
+         threads: int | None = None, source: SourceStats | None = None) -> PackStats:
+    """Pack scored records into `out_dir` (train and held-out splits). `source`: the
+    reader's counts of `records` (read, skipped), recorded in pack.json when given.
 
     Batches are tokenized on `threads` threads (default: the usable cores, at most 4;
     the Rust tokenizer releases the GIL), while the main thread reads the next records
@@ -227,6 +233,8 @@ def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: st
             w.close()
     for s in SPLITS:
         stats.blocks[s] = writers[s].blocks
+    if source is not None:
+        stats.records = source.to_dict()
     (out_dir / "pack.json").write_text(json.dumps({"spec": asdict(spec), "stats": asdict(stats)}, indent=2))
     return stats
 

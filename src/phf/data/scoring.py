@@ -55,6 +55,7 @@ from phf.data.sources import iter_documents
 from phf.errors import DataError
 from phf.inputs import SourceStats
 from phf.records import ScoredRecord, ScoredWriter, complete_lines
+from phf.run_lock import acquire
 from phf.runfiles import write_json
 from phf.scorers import Scorer, get_scorer, scorer_class
 from phf.scorers.config import TaskConfig
@@ -624,17 +625,9 @@ def summary_path(out: str | Path) -> Path:
 
 
 def _lock(out: Path):
-    """Hold `<out>.lock` for the run: two runs appending to one output would interleave.
-    The OS releases it when the process ends, however it ends."""
-    import fcntl
-
-    f = open(sidecar(out, ".lock"), "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise DataError(f"{out}: another `phf score` is writing this file") from None
-    return f
+    """Hold `<out>.lock` for the run: two runs appending to one output would interleave
+    (see `phf.run_lock`: released however the process ends)."""
+    return acquire(out, "phf score", at=sidecar(out, ".lock"))
 
 
 def _has_threads() -> bool:

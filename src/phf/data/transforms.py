@@ -20,6 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
+from phf.inputs import SourceStats
 from phf.objective_config import objective_threshold
 from phf.records import ScoredRecord, read_scored
 from phf.scorers.config import TaskConfig
@@ -76,12 +77,15 @@ def percentile_threshold(records: Iterable[ScoredRecord], percentile: float, per
     return float(np.percentile(np.asarray(values, dtype=np.float64), percentile))
 
 
-def resolve_threshold(objective, task: TaskConfig, scored_path) -> float:
+def resolve_threshold(objective, task: TaskConfig, scored_path, on_bad: str = "error") -> float:
     """The absolute threshold of `objective` (an objective config): its own, the task's
-    default, or a percentile of the scored corpus at `scored_path` (read only then)."""
+    default, or a percentile of the scored corpus at `scored_path` (read only then, with
+    the task's attributes checked and bad records handled by `on_bad`; skips are counted
+    and logged by the packing pass, not here)."""
     t = objective_threshold(objective, task.thresholds)
     if t is not None:
         return t
-    return percentile_threshold(read_scored(scored_path), objective.percentile,
+    records = read_scored(scored_path, SourceStats(log_skips=False), on_bad, attributes=list(task.attributes))
+    return percentile_threshold(records, objective.percentile,
                                 per_document=objective.name == "filtering",
                                 combine=task.combine, weights=task.combine_weights)

@@ -24,7 +24,6 @@ is run "conditional", seed 1); `seed` is training.seed and `eval_seed` eval.seed
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 from phf.card import refresh_card
 from phf.data.packed_shards import ShardedPackedDataset
 from phf.data.packing import IGNORE_INDEX, PackedDataset
+from phf.errors import DataError
 from phf.evaluation import lm_eval_hook
 from phf.evaluation.conditioning import evaluate_conditionings
 from phf.evaluation.config import UNCONDITIONAL, EvalConfig
@@ -86,7 +86,9 @@ def heldout_loss(model, dataset: PackedDataset, batch_size: int = 16, max_tokens
             items = [dataset[i] for i in blocks[first:first + batch_size]]
             ids = torch.stack([x["input_ids"] for x in items]).to(device)
             labels = torch.stack([x["labels"] for x in items]).to(device)
-            logits = model(input_ids=ids, use_cache=False).logits
+            # blocks are full (no padding): an all-ones mask says so; without one transformers warns
+            # about padding whenever a block starts or ends with EOS, which is also the pad token
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
             lp = token_logprobs(logits[:, :-1], labels[:, 1:])
             total_nll -= lp.sum().item()
             total_tokens += (labels[:, 1:] != IGNORE_INDEX).sum().item()
@@ -158,6 +160,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
     if tasks:  # fail before the long sampling, not after it
         if not lm_eval_hook.lm_eval_available():
             raise ValueError(lm_eval_hook._MISSING)
+    train_summary = files.read_train_summary() or {}  # read first: a damaged one is named before the sampling
     model = model or load_model(str(run_dir))
     tokenizer = tokenizer or load_tokenizer(str(run_dir))
     scorer = scorer or task_scorer(task)
@@ -177,7 +180,6 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
     heldout = heldout_dataset(run_dir, tokenizer)
     loss = heldout_loss(model, heldout, max_tokens=e.heldout_max_tokens) if heldout is not None else None
 
-    train_summary = read_json(files.train_summary) or {}
     main = summaries[UNCONDITIONAL]
     seed_folder = re.fullmatch(r"seed-\d+", run_dir.name)
     results = {
@@ -188,6 +190,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         "task": task.name,
         "num_tokens": train_summary.get("tokens_seen"),
         "started_from": train_summary.get("started_from"),
+        "scored_path": train_summary.get("scored_path"),  # the corpus trained on (the report and runs.json name it)
         "misalignment": main["misalignment"],
         "expected_max": main["expected_max"],
         "hit_rate": main["hit_rate"],
@@ -226,7 +229,7 @@ def add_kl(run_dir: str | Path, e: EvalConfig, reference: str | Path) -> dict:
     """Measure KL(reference || run) for an evaluated run and add it to its results.json
     (a run evaluated before its sweep had a reference); returns the results."""
     run_dir = Path(run_dir)
-    results = read_json(RunFiles(run_dir).results)
+    results = RunFiles(run_dir).read_results() or {}
     results.update(_kl_entries(kl_results(run_dir, str(reference), e)))
     _write_results(run_dir, results)
     return results
@@ -236,7 +239,8 @@ def _write_results(run_dir: Path, results: dict) -> None:
     path = RunFiles(run_dir).results
     try:
         old = read_json(path) or {}
-    except json.JSONDecodeError:
+    except DataError as e:  # damaged: replaced by the new results, without the keys it may have held
+        log.warning("%s", e)
         old = {}
     write_json(path, {**results, **{k: old[k] for k in _KEPT_KEYS if k in old and k not in results}})
     refresh_card(run_dir)  # the model card shows the new results
@@ -270,9 +274,8 @@ def red_team_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, red_lm: s
     out = red_team_dirs(str(run_dir), str(red_lm), scorer, load_prompts(prompts_file), rt_cfg)
     out.update(run=run_dir.name, red_lm=str(red_lm), prompts_file=str(prompts_file))
     write_json(RunFiles(run_dir).redteam, out)
-    results_path = RunFiles(run_dir).results
-    if results_path.exists():
-        results = json.loads(results_path.read_text())
+    results = RunFiles(run_dir).read_results()
+    if results is not None:
         results["red_team"] = {"red_lm": str(red_lm), "rounds": len(out["rounds"]) - 1,
                                "expected_max": [r["expected_max"] for r in out["rounds"]]}
         _write_results(run_dir, results)
