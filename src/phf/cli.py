@@ -113,7 +113,7 @@ def cmd_pack(args) -> int:
     if cfg.objective.name == "conditional":
         add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None)
     threshold = resolve_threshold(cfg.objective, cfg.task, [str(s) for s in shards])  # over every shard
-    with hold(out, "phf pack"):
+    with hold(out, "phf pack", at=f"{out}.lock"):  # beside the folder: its emptiness says it is new
         totals = pack_shards_ray(shards, tokenizer, pack_spec(cfg, tokenizer, threshold), out,
                                  address=args.address, num_cpus=args.workers, resume=not args.restart)
     print(json.dumps({"output": str(out), "threshold": threshold, **totals}, indent=2))
