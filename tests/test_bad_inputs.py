@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_runs import scored_corpus, tiny
+from tiny_runs import scored_corpus, tiny, tiny_sweep
 
 from phf.cli import main
 from phf.errors import DataError
@@ -318,10 +318,7 @@ def test_every_json_kind_of_a_run_is_read_through_one_checked_function(evaluated
 
 # --- case 4: a sweep trains on the user's scored corpus ---------------------------------
 
-SWEEP = tiny({"model.config_overrides": "{n_layer: 1, n_embd: 32, n_head: 2}", "training.block_size": 32,
-              "training.effective_batch_size": 4, "training.num_tokens": 512, "eval.num_samples": 6,
-              "eval.max_new_tokens": 8, "eval.group_size": 3, "eval.heldout_max_tokens": 500,
-              "eval.every_steps": 0, "eval.scenarios": "[]"})
+SWEEP = tiny_sweep({"eval.every_steps": 0, "eval.scenarios": "[]"})
 
 
 @pytest.mark.slow

@@ -28,6 +28,18 @@ def tiny(changes: dict | None = None) -> list[str]:
 
 TINY = tiny()
 
+#: a tiny sweep's run on top of the tiny settings: one layer, 512 tokens, six 8-token samples
+TINY_SWEEP_SETTINGS = {
+    "model.config_overrides": "{n_layer: 1, n_embd: 32, n_head: 2}", "training.block_size": 32,
+    "training.effective_batch_size": 4, "training.num_tokens": 512, "eval.num_samples": 6,
+    "eval.max_new_tokens": 8, "eval.group_size": 3, "eval.heldout_max_tokens": 500,
+}
+
+
+def tiny_sweep(changes: dict | None = None) -> list[str]:
+    """The overrides of a tiny sweep, with `changes` on top."""
+    return tiny({**TINY_SWEEP_SETTINGS, **(changes or {})})
+
 
 def tiny_lm(tokenizer, seed: int = 0, n_positions: int = 128, n_layer: int = 2):
     """A random GPT-2, 32 wide, for `tokenizer` (its EOS as BOS), in eval mode."""
