@@ -120,11 +120,10 @@ def test_awr_value_head_reads_the_llama_hidden_state_and_is_saved(runs):
 
 
 def test_decoding_matches_generate_on_left_padded_prompts(code_texts):
-    """Greedy (a one-token nucleus) in one left-padded batch = generate on each prompt
-    alone: rotary positions, mask and KV cache are right for Llama."""
+    """test_sampling's check on a Llama: greedy (a one-token nucleus) in one left-padded
+    batch = generate on each prompt alone, so rotary positions, mask and KV cache are right."""
+    from test_sampling import test_decoding_matches_generate_on_left_padded_prompts as check
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from phf.evaluation.sampling import generate_samples
 
     tok = tiny_tokenizer(code_texts[:20])
     torch.manual_seed(0)
@@ -132,14 +131,7 @@ def test_decoding_matches_generate_on_left_padded_prompts(code_texts):
                                          num_attention_heads=2, intermediate_size=64, max_position_embeddings=96,
                                          bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
                                          tie_word_embeddings=True)).eval()
-    prompts = ["def f(x):\n", "import os\nimport sys\n\n\nclass A(object):\n    pass\n", "x"]
-    ours = generate_samples(model, tok, 3, prompts=prompts, max_new_tokens=20, top_p=1e-9, batch_size=3,
-                            progress=False, skip_special_tokens=False)
-    for prompt, text in zip(prompts, ours):
-        ids = torch.tensor([[tok.eos_token_id] + tok(prompt).input_ids])
-        ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=20,
-                             pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-        assert text == tok.decode(ref[0, ids.shape[1]:]), prompt
+    check((model, tok))
 
 
 def test_phf_eval_on_a_llama_run(runs):

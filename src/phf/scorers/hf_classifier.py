@@ -109,17 +109,21 @@ class HFClassifierScorer(Scorer):
 
     def probabilities(self, texts: list[str]) -> list[float]:
         """P(label) for each text, in one forward pass."""
-        import torch
+        return label_probabilities(self.model, self.tokenizer, texts, self.label_index, self.sigmoid,
+                                   self.max_length, self.device)
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.max_length).to(self.device)
-        with torch.inference_mode():
-            logits = self.model(**enc).logits.float()
-        if self.sigmoid:
-            probs = torch.sigmoid(logits[:, self.label_index])
-        else:
-            probs = torch.softmax(logits, dim=-1)[:, self.label_index]
-        return probs.clamp(0.0, 1.0).cpu().tolist()
+
+def label_probabilities(model, tokenizer, texts: list[str], label_index: int, sigmoid: bool, max_length: int,
+                        device) -> list[float]:
+    """P(class `label_index`) for each text, in one padded forward pass of a sequence
+    classifier: the softmax over its classes, or that class's sigmoid (multi-label)."""
+    import torch
+
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length).to(device)
+    with torch.inference_mode():
+        logits = model(**enc).logits.float()
+    probs = torch.sigmoid(logits[:, label_index]) if sigmoid else torch.softmax(logits, dim=-1)[:, label_index]
+    return probs.clamp(0.0, 1.0).cpu().tolist()
 
 
 # --- checks, before any weight is loaded ----------------------------------------------
@@ -226,4 +230,4 @@ def _load(folder: Path, config):
     return model, tokenizer
 
 
-__all__ = ["HFClassifierScorer"]
+__all__ = ["HFClassifierScorer", "label_probabilities"]

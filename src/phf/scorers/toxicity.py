@@ -27,6 +27,7 @@ from typing import Sequence
 
 from phf.scorers.segment import get_segmenter
 from phf.scorers.base import Scorer
+from phf.scorers.hf_classifier import label_probabilities
 
 BACKENDS = ("auto", "profanity_check", "detoxify", "hf")
 
@@ -147,17 +148,8 @@ class _TransformersPredictor:
         self.model.to(self.device).eval()
 
     def __call__(self, texts: list[str]) -> list[float]:
-        import torch
-
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.max_length).to(self.device)
-        with torch.inference_mode():
-            logits = self.model(**enc).logits.float()
-        if self.sigmoid:
-            probs = torch.sigmoid(logits[:, self.label_index])
-        else:
-            probs = torch.softmax(logits, dim=-1)[:, self.label_index]
-        return probs.cpu().tolist()
+        return label_probabilities(self.model, self.tokenizer, texts, self.label_index, self.sigmoid,
+                                   self.max_length, self.device)
 
 
 def _label_index(labels: list[str], toxic_label: str | int | None) -> int:
