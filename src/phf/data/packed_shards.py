@@ -10,12 +10,13 @@ process packs anything.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
-from phf.data.packing import PackedDataset
+from phf.data.packing import PackedDataset, PackSpec
 from phf.errors import DataError
 
 #: spec fields that may differ between the shards of one corpus (each shard draws its
@@ -38,7 +39,8 @@ def packed_folders(root: str | Path) -> list[Path]:
 
 
 def shard_spec(folder: Path) -> dict:
-    return json.loads((folder / "pack.json").read_text())["spec"]
+    """The folder's PackSpec as a dict; a key an older pack.json lacks had its default then."""
+    return {**asdict(PackSpec()), **json.loads((folder / "pack.json").read_text())["spec"]}
 
 
 class ShardedPackedDataset(torch.utils.data.ConcatDataset):
