@@ -1,7 +1,8 @@
 """The hf-classifier scorer: any local sequence-classification model, P(label) per segment.
 
-Tiny randomly initialised classifiers (a GPT-2, which pools the last non-pad token, and
-a BERT, which pools the first) with real tokenizers trained here, saved to tmp_path.
+Tiny randomly initialised classifiers (a GPT-2 and a multi-label Llama, which pool the
+last non-pad token, and a BERT, which pools the first) with real tokenizers trained
+here, saved to tmp_path.
 """
 
 from __future__ import annotations
@@ -71,8 +72,26 @@ def bert_classifier(tmp_path_factory):
     return folder
 
 
-def _direct(folder, texts: list[str], index: int) -> list[float]:
-    """softmax(logits)[index] of each text on its own (no padding), by plain transformers."""
+@pytest.fixture(scope="module")
+def llama_classifier(tmp_path_factory, gpt2_classifier):
+    """A multi-label Llama classifier (sigmoid per class) with the GPT-2 one's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("llama-clf")
+    tok = AutoTokenizer.from_pretrained(gpt2_classifier)
+    torch.manual_seed(2)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128, num_labels=3, id2label=LABELS,
+                         label2id={v: k for k, v in LABELS.items()}, problem_type="multi_label_classification",
+                         pad_token_id=tok.eos_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _direct(folder, texts: list[str], index: int, sigmoid: bool = False) -> list[float]:
+    """softmax(logits)[index] (or sigmoid(logits[index])) of each text on its own (no
+    padding), by plain transformers."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(folder)
@@ -80,22 +99,25 @@ def _direct(folder, texts: list[str], index: int) -> list[float]:
     out = []
     with torch.no_grad():
         for text in texts:
-            logits = model(**tok(text, return_tensors="pt")).logits
-            out.append(float(torch.softmax(logits, dim=-1)[0, index]))
+            logits = model(**tok(text, return_tensors="pt")).logits[0]
+            out.append(float(torch.sigmoid(logits[index]) if sigmoid else torch.softmax(logits, dim=-1)[index]))
     return out
 
 
-@pytest.mark.parametrize("kind,label,index", [("gpt2", "toxic", 1), ("gpt2", 2, 2), ("bert", "bad", 1)])
-def test_scores_are_the_softmax_of_the_models_logits(kind, label, index, request):
+@pytest.mark.parametrize("kind,label,index,sigmoid", [("gpt2", "toxic", 1, False), ("gpt2", 2, 2, False),
+                                                      ("bert", "bad", 1, False), ("llama", "spam", 2, True)])
+def test_scores_are_the_probabilities_of_the_models_logits(kind, label, index, sigmoid, request):
+    """Softmax over the classes; a multi-label model's class sigmoid (activation auto)."""
     folder = request.getfixturevalue(f"{kind}_classifier")
     texts = _texts(12)
     scorer = get_scorer("hf-classifier", model=str(folder), label=label, batch_size=5, device="cpu")
+    assert scorer.sigmoid == sigmoid
     scores = scorer.score_texts(texts)
-    assert scores == pytest.approx(_direct(folder, texts, index), abs=1e-5)
+    assert scores == pytest.approx(_direct(folder, texts, index, sigmoid), abs=1e-5)
     assert all(0.0 <= s <= 1.0 for s in scores) and len({round(s, 5) for s in scores}) > 3  # varied, real
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "llama"])
 def test_batch_size_does_not_change_the_scores(kind, request):
     folder = request.getfixturevalue(f"{kind}_classifier")
     texts = _texts(40)

@@ -102,6 +102,20 @@ def test_control_tokens_fit_the_padded_vocabulary_and_are_never_sampled_as_misal
     assert not any("<|misaligned|>" in t for t in texts)
 
 
+def test_new_tokens_beyond_the_padding_grow_the_tied_llama_matrix():
+    from phf.model import resize_for_new_tokens
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(preset="llama-tiny", config_overrides={"num_hidden_layers": 1},
+                                    pad_vocab_to_multiple_of=1), 100, 32)
+    before = model.get_input_embeddings().weight.detach().clone()
+    assert resize_for_new_tokens(model, 130, old_vocab_size=100, pad_to_multiple_of=64) == 30
+    weight = model.get_input_embeddings().weight
+    assert weight.shape == (192, 192) and model.get_output_embeddings().weight is weight  # still one matrix
+    assert torch.equal(weight[:100], before)
+    assert (weight[100:130] - before.mean(dim=0)).abs().max() < 0.05  # the mean + small noise
+
+
 def test_awr_value_head_reads_the_llama_hidden_state_and_is_saved(runs):
     from transformers import AutoModelForCausalLM
 
