@@ -180,5 +180,5 @@ def test_a_card_that_cannot_be_written_warns_and_a_foreign_model_folder_gets_non
     (tmp_path / "train_summary.json").write_text("{}")
     (tmp_path / "config.yaml").write_text("task: [unclosed\n")
     assert refresh_card(tmp_path) is None
-    assert "model card not written" in caplog.text and "config.yaml: not valid YAML" in caplog.text
+    assert "model card not written" in caplog.text and "config.yaml: damaged, not valid YAML" in caplog.text
     assert main(["card", str(tmp_path)]) == 2  # phf card says why, in one line

@@ -243,17 +243,12 @@ def usage_section(config: dict, run_dir: str | Path, decoding: str | None = None
 def render_card(run_dir: str | Path) -> str:
     """The model card of the run in `run_dir`, as Markdown with YAML front matter."""
     files = RunFiles(run_dir)
-    summary = read_json(files.train_summary)
+    summary = files.read_train_summary()  # each reader names a damaged file and what to do about it
     if summary is None:
         raise FileNotFoundError(f"{files.dir}: no train_summary.json; a model card is written for a finished "
                                 "`phf train` run")
-    try:
-        config = yaml.safe_load(files.config.read_text()) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{files.config}: missing; is {files.dir} a phf run folder?") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{files.config}: not valid YAML ({str(e).splitlines()[0]})") from None
-    results = read_json(files.results)
+    config = files.read_config()
+    results = files.read_results()
     name = files.dir.resolve().name
     if name.startswith("seed-"):
         name = f"{files.dir.resolve().parent.name} ({name})"
