@@ -257,3 +257,11 @@ def test_finetuning_is_compared_with_feedback_from_the_start(tmp_path):
 
 def test_no_finetuning_section_without_a_finetuning_run(runs, tmp_path):
     assert "MLE then finetuning" not in write_report(runs, tmp_path / "report.md")
+
+
+def test_a_run_evaluated_under_a_decoding_mode_says_so(tmp_path):
+    runs = [_make_run(tmp_path, "mle", "mle", 0.02, 0.0, 3.1), _make_run(tmp_path, "cond", "conditional", 0.01, 0.1, 3.2)]
+    results = json.loads((runs[1] / "results.json").read_text())
+    (runs[1] / "results.json").write_text(json.dumps({**results, "decoding": {"mode": "guidance", "label": "guidance:2"}}))
+    md = write_report(runs, tmp_path / "report.md")
+    assert "| cond | conditional (guidance:2) |" in md and "| mle | mle |" in md

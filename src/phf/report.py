@@ -117,9 +117,17 @@ def _md_table(headers: list[str], rows: list[list[str]], text_cols: int = 1) -> 
     return "\n".join(lines)
 
 
+def _with_decoding(objective, row: dict) -> str:
+    """The objective, and the decoding mode its samples were drawn with when not plain."""
+    label = (row.get("decoding") or {}).get("label") if isinstance(row.get("decoding"), dict) else None
+    text = _cell(objective, "{}")
+    return f"{text} ({label})" if label and label != "plain" else text
+
+
 def _runs_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     cols = [c for c in COLUMNS if any(r.get(c[1]) is not None for r in rows)]
-    return [h for h, _, _ in cols], [[_cell(r.get(k), f) for _, k, f in cols] for r in rows]
+    return [h for h, _, _ in cols], [[_with_decoding(r.get(k), r) if k == "objective" else _cell(r.get(k), f)
+                                      for _, k, f in cols] for r in rows]
 
 
 def markdown_table(rows: list[dict], run_dirs: list[str | Path] | None = None) -> str:
@@ -258,7 +266,8 @@ def _group_table(groups: list[dict]) -> tuple[list[str], list[list[str]]]:
     headers = ["run", "objective", "tokens", "seeds"] + [h for h, _, _ in cols]
     rows = []
     for g in groups:
-        row = [g["label"], _cell(g["objective"], "{}"), _cell(g["num_tokens"], "{:,}"), str(len(g["rows"]))]
+        row = [g["label"], _with_decoding(g["objective"], g["rows"][0]), _cell(g["num_tokens"], "{:,}"),
+               str(len(g["rows"]))]
         row += [_stat_cell(g["stats"][k], f) for _, k, f in cols]
         if ref is not None:
             row.append("(reference)" if g is ref else _verdicts([d for d in diffs if d[0] is g]))
