@@ -10,6 +10,7 @@
       results.json         misalignment, held-out loss, KL    (phf eval)
       samples/<scenario>.jsonl                                (phf eval)
       redteam.json                                            (phf redteam)
+      README.md            the model card                     (phf train, phf eval, phf card: phf.card)
 
 Every JSON file is written to a temporary name and renamed, so a reader (the report,
 a resumed sweep) never sees half a file, and a killed writer leaves the old file.
@@ -71,13 +72,16 @@ class RunFiles:
     # the run's own files, read through one function each: a missing, cut-short or foreign
     # file is a DataError that names it and says what to do
 
-    def read_config(self, sections=()) -> dict:
-        """config.yaml as a dict; `sections` must all be there (`phf train` writes every one,
-        so a missing one means the file was cut short)."""
+    #: the sections every run's config.yaml has had (`phf train` writes them all, in this order,
+    #: so a file without one was cut short); a section added later is not required of older runs
+    CONFIG_SECTIONS = ("task", "data", "objective", "model", "tokenizer", "training", "eval")
+
+    def read_config(self) -> dict:
+        """config.yaml as a dict, with each of `CONFIG_SECTIONS`."""
         fix = (f"restore it, or train the run again into a new folder (`phf train ... training.output_dir=...`); "
                f"without it phf cannot tell how {self.dir} was trained")
         raw = read_yaml(self.config, fix)
-        missing = [s for s in sections if s not in raw]
+        missing = [s for s in self.CONFIG_SECTIONS if s not in raw]
         if missing:
             raise DataError(f"{self.config}: cut short or not a phf run config (no section {', '.join(missing)}); "
                             f"{fix}", "damaged file")
@@ -124,7 +128,8 @@ class RunFiles:
     OUTPUTS = ("train_summary.json", "results.json", "redteam.json", "metrics.jsonl", "model.safetensors",
                "model-*.safetensors", "model.safetensors.index.json", "checkpoints", "samples", "config.json",
                "generation_config.json", "training_args.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+               "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
+               "README.md")
 
     def outputs(self) -> list[Path]:
         """The outputs of an earlier run present in the folder (checkpoints/ only when it
