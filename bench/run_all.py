@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-BENCHMARKS = ("scoring", "packing", "sampling", "train_throughput", "objective_overhead", "mfu", "ray_scoring")
+BENCHMARKS = ("scoring", "packing", "sampling", "decoding", "train_throughput", "objective_overhead", "mfu",
+              "ray_scoring")
 SCRIPTS = {name: f"bench/{name}.py" for name in BENCHMARKS} | {"demo": "bench/demo_time.py",
                                                                "gpu_mfu": "bench/gpu_mfu.py"}
 
@@ -118,6 +119,13 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str]]:
             out.append((f"sampling, {sc} ({r['samples']} samples x {r['max_new_tokens']} tokens, batch "
                         f"{r['batch_size']})", f"{fx(v['ratio']['median'], 3)} ({s['phf']['median']:.2f} vs "
                         f"{s['generate']['median']:.2f} samples/s)", ">= 1.0x", met(v["ratio"]["median"] >= 1.0)))
+    elif name == "decoding":
+        for mode, v in r["modes"].items():
+            what = "total vs n x plain" if mode.startswith("rerank") else "per sampled token vs plain"
+            out.append((f"decoding {mode}, {what} ({r['samples']} samples x {r['max_new_tokens']} tokens, "
+                        f"{r['run']})", f"{fx(v['ratio']['median'], 3)} (range {v['ratio']['min']:.3f}-"
+                        f"{v['ratio']['max']:.3f}, n={v['ratio']['n']}; resampled {v['resampled_share'] or 0:.3f})",
+                        v["target"], met(v["met"])))
     elif name == "packing":
         t1, t4 = r["1x"]["tokens_per_s"]["median"], r["4x"]["tokens_per_s"]["median"]
         tc = r["1x conditional"]["tokens_per_s"]["median"]
