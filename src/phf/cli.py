@@ -150,7 +150,7 @@ def run_config(run_dir: Path, settings: list[str]) -> Config:
     files = RunFiles(run_dir)
     if not files.config.exists():
         raise ConfigError(f"{run_dir}: no config.yaml; is this a phf run directory?")
-    files.read_config(sections=Config.model_fields)  # a damaged or cut-short one is named, not half-used
+    files.read_config()  # a damaged or cut-short one is named, not half-used
     return config_from(settings, base=[str(files.config)])
 
 
