@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phf.config import CONFIG_DIR, Config, load_config, parse_override
-from phf.errors import ConfigError
 from phf.data.scoring import score_dataset, summary_path
+from phf.errors import ConfigError
 from phf.evaluation.evaluate import add_kl, evaluate_run
 from phf.records import read_scored
 from phf.report import write_report
