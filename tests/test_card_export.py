@@ -161,6 +161,7 @@ def test_a_multi_attribute_card_names_each_attributes_tokens_and_threshold(tmp_p
                        "attributes": {"toxicity": {"threshold": 0.5}, "pii": {"threshold": 0.0}}},
               "data": {"source": "jsonl", "path": "corpus.jsonl"},
               "objective": {"name": "conditional", "drop_token_fraction": None, "attributes": None},
+              "model": {"preset": "tiny"}, "tokenizer": {"vocab_size": 4096},
               "training": {"effective_batch_size": 16, "block_size": 256}, "eval": {"temperature": 0.7, "top_p": 0.9}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # as Config.save
     (tmp_path / "train_summary.json").write_text(json.dumps(
