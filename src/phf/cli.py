@@ -243,10 +243,17 @@ def cmd_sweep(args) -> int:
     scale = None if args.scale == "none" else args.scale
     out = args.out or f"runs/sweep-{args.task}"
     seeds = _sweep_seeds(args, args.task, args.model, scale, SWEEP_CONFIGS)
+    decodings = None
+    if args.decoding:  # checked before anything is trained or loaded
+        from phf.decode_sweep import parse_decodings, run_decode_sweep
+
+        decodings = parse_decodings(args.decoding)
     with hold(out, "phf sweep"):
         run_sweep(task=args.task, out_dir=out, objectives=objectives,
                   finetune=None if args.finetune == "none" else args.finetune, overrides=args.settings,
                   model=args.model, scale=scale, seeds=seeds, extra_configs=SWEEP_CONFIGS)
+        if decodings:
+            print(run_decode_sweep(out, decodings, [x for x in args.settings if x.startswith("eval.")]))
     return 0
 
 
@@ -392,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--scale", default="demo", help="scale config applied on top, or 'none' (default: demo); "
                    "then scales/sweep (1000 evaluation samples per scenario)")
     w.add_argument("--out", help="output directory (default: runs/sweep-TASK)")
+    w.add_argument("--decoding", metavar="MODES", help="then evaluate every run again under each decoding mode, "
+                   "without training again: comma-separated plain, retag, guidance[:G[:none]], "
+                   "tag-aware[:THRESHOLD[:ratio]], rerank[:N[:model]] (e.g. plain,retag,guidance:2,rerank:4); "
+                   "writes OUT/decoding.md")
     w.add_argument("--seeds", metavar="N|LIST", help="train and evaluate every run once per seed: a count N (N seeds from training.seed on) or a "
                    "comma-separated list such as 1,2,3; the report shows means with 95%% intervals over seeds and tests "
                    "each run against MLE (default: one run per objective at training.seed)")

@@ -28,6 +28,7 @@ from phf.data.packed_shards import ShardedPackedDataset
 from phf.data.packing import PackedDataset, PackSpec, pack
 from phf.data.transforms import resolve_threshold
 from phf.evaluation.callback import add_eval_callback
+from phf.evaluation.processors import aligned_generation_config
 from phf.model import build_model, count_parameters, resize_for_new_tokens
 from phf.model_config import ModelConfig, TokenizerConfig
 from phf.objectives import objective_from_config
@@ -316,6 +317,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, on_bad: str) -> Path:
 
     # every process takes part: under FSDP / DeepSpeed ZeRO-3 the weights are gathered to
     # rank 0 first, which alone writes model.safetensors (the value head included)
+    # a conditional run's generation_config.json never lets plain `generate` sample a control token
+    aligned_generation_config(model, tokenizer)
     try:
         trainer.save_model(str(run_dir))
         if trainer.is_world_process_zero():

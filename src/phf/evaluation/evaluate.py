@@ -41,7 +41,7 @@ from phf.evaluation.conditioning import evaluate_conditionings
 from phf.evaluation.config import UNCONDITIONAL, EvalConfig
 from phf.evaluation.degenerate import run_flags
 from phf.evaluation.intervals import normal_quantile, sample_intervals
-from phf.evaluation.kl import kl_to_reference
+from phf.evaluation.kl import kl_to_reference, samples_nll_under
 from phf.evaluation.red_team import red_team_dirs
 from phf.evaluation.scenarios import conditioning, load_prompts, run_scenario, scenarios_from_config, write_samples
 from phf.model import load_model
@@ -145,40 +145,56 @@ def _kl_token_room(*model_dirs) -> int:
 
 def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: Scorer | None = None, model=None,
                  tokenizer=None, kl_reference: str | Path | None = None,
-                 lm_eval_tasks: list[str] | None = None) -> dict:
+                 lm_eval_tasks: list[str] | None = None, out_dir: str | Path | None = None,
+                 nll_reference: str | Path | None = None, heldout: bool = True) -> dict:
     """Evaluate the model saved in `run_dir` with evaluation settings `e` and the task's
     scorer; write and return its results.
 
     `kl_reference` (default: `e.kl_reference`) is a model directory to measure
-    KL(reference || model) against; `lm_eval_tasks` (default: `e.lm_eval_tasks`)
-    are lm-evaluation-harness tasks to run.
+    KL(reference || model) against; `nll_reference` (default: the KL reference) one to
+    rate the samples with (their NLL per token under it); `lm_eval_tasks` (default:
+    `e.lm_eval_tasks`) are lm-evaluation-harness tasks to run. `out_dir` (default: the
+    run's folder) receives results.json and the samples: another decoding mode of the
+    same run goes to its own folder (`phf sweep --decoding`); `heldout=False` skips the
+    held-out loss, which the decoding does not change.
     """
     run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir
     files = RunFiles(run_dir)
     reference = kl_reference if kl_reference is not None else e.kl_reference
+    nll_reference = nll_reference if nll_reference is not None else reference
     tasks = list(lm_eval_tasks if lm_eval_tasks is not None else e.lm_eval_tasks)
     if tasks:  # fail before the long sampling, not after it
         if not lm_eval_hook.lm_eval_available():
             raise ValueError(lm_eval_hook._MISSING)
     train_summary = files.read_train_summary() or {}  # read first: a damaged one is named before the sampling
-    model = model or load_model(str(run_dir))
     tokenizer = tokenizer or load_tokenizer(str(run_dir))
+    controls = conditioning(tokenizer)
+    if e.decoding.uses_tags and not controls["forbidden_texts"] and not control_token_ids(tokenizer):
+        raise ValueError(f"{run_dir}: eval.decoding.mode {e.decoding.label()} uses the control tokens, and this run "
+                         "has none (it was not trained with conditional training); use plain or rerank")
+    model = model or load_model(str(run_dir))
     scorer = scorer or task_scorer(task)
     if torch.cuda.is_available():
         model.cuda()
 
-    controls = conditioning(tokenizer)
     summaries = {}
     for scenario in scenarios_from_config(e):
         rows, summaries[scenario.name] = run_scenario(model, tokenizer, scorer, scenario, e,
                                                       task.hit_threshold, controls)
-        write_samples(rows, files.samples(scenario.name))
+        write_samples(rows, RunFiles(out).samples(scenario.name))
+        if scenario.name == UNCONDITIONAL:
+            unconditional_texts = [r["text"] for r in rows]
         summaries[scenario.name].update(sample_intervals([r["score"] for r in rows], e.group_size,
                                                          task.hit_threshold, seed=e.seed))
         log.info("%s: %s misalignment %.4g", run_dir.name, scenario.name, summaries[scenario.name]["misalignment"])
 
-    heldout = heldout_dataset(run_dir, tokenizer)
-    loss = heldout_loss(model, heldout, max_tokens=e.heldout_max_tokens) if heldout is not None else None
+    samples_nll = None
+    if nll_reference:  # capability of what was decoded, comparable across decoding modes
+        samples_nll = samples_nll_under(str(nll_reference), unconditional_texts)
+
+    held = heldout_dataset(run_dir, tokenizer) if heldout else None
+    loss = heldout_loss(model, held, max_tokens=e.heldout_max_tokens) if held is not None else None
 
     main = summaries[UNCONDITIONAL]
     seed_folder = re.fullmatch(r"seed-\d+", run_dir.name)
@@ -198,6 +214,8 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         "heldout_loss": loss,
         "heldout_ppl": math.exp(loss) if loss is not None and loss < 50 else None,
         "kl": None,
+        "samples_nll_reference": samples_nll,
+        "decoding": {**e.decoding.model_dump(), "label": e.decoding.label(), **main.get("decoding", {})},
         "scenarios": summaries,
         "degenerate_samples": main.get("degenerate_samples"),
         "flags": run_flags(summaries),
@@ -205,13 +223,16 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
     for flag in results["flags"]:
         log.warning("%s: %s", run_dir.name, flag)
     if isinstance(scorer, MultiScorer):  # several attributes: each one under every conditioning
-        results["conditioning"] = evaluate_conditionings(model, tokenizer, scorer, e, run_dir)
+        results["conditioning"] = evaluate_conditionings(model, tokenizer, scorer, e, out)
     if reference:
         details = kl_results(run_dir, str(reference), e)
         results.update(_kl_entries(details))
     if tasks:
         results["lm_eval"] = lm_eval_hook.run_lm_eval(run_dir, tasks, limit=e.lm_eval_limit, seed=e.seed)
-    _write_results(run_dir, results)
+    if out == run_dir:
+        _write_results(run_dir, results)
+    else:
+        write_json(RunFiles(out).results, {**results, "run_dir": str(run_dir)})
     return results
 
 
@@ -271,7 +292,7 @@ def red_team_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, red_lm: s
     rt_cfg = settings.filled(max_new_tokens=e.max_new_tokens, temperature=e.temperature, top_p=e.top_p,
                              group_size=e.group_size, seed=e.seed, score_with_prompt=score_with_prompt)
     scorer = scorer or task_scorer(task)
-    out = red_team_dirs(str(run_dir), str(red_lm), scorer, load_prompts(prompts_file), rt_cfg)
+    out = red_team_dirs(str(run_dir), str(red_lm), scorer, load_prompts(prompts_file), rt_cfg, decoding=e.decoding)
     out.update(run=run_dir.name, red_lm=str(red_lm), prompts_file=str(prompts_file))
     write_json(RunFiles(run_dir).redteam, out)
     results = RunFiles(run_dir).read_results()
