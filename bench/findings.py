@@ -124,6 +124,8 @@ def replot(folder: Path) -> list[str]:
     from phf.report import write_report
     from phf.sweep import ALL_OBJECTIVES, plan
 
+    if not list((folder / "report_figures").glob("pareto_*.png")):
+        return []  # a finding without Pareto figures (another kind of report): nothing to redraw
     runs = json.loads((folder / "runs.json").read_text())["runs"]
     order = [r.name for r in plan(ALL_OBJECTIVES, "conditional")]
     names = list(dict.fromkeys(row["run"] for row in runs.values()))
@@ -162,7 +164,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.replot:
         for runs_json in sorted((ROOT / "docs" / "findings").glob("*/*/runs.json")):
-            print(f"findings: {runs_json.parent.relative_to(ROOT)}: redrew", ", ".join(replot(runs_json.parent)))
+            redrawn = replot(runs_json.parent)
+            print(f"findings: {runs_json.parent.relative_to(ROOT)}: redrew {', '.join(redrawn) or 'nothing'}")
         return 0
     seeds = [int(s) for s in args.seeds.split(",") if s]
     out_root = ROOT / args.out
