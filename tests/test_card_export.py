@@ -97,13 +97,13 @@ def test_export_loads_with_plain_transformers_and_generates_aligned_text(evaluat
     tok = AutoTokenizer.from_pretrained(out)
     aligned, misaligned = tok.convert_tokens_to_ids([ALIGNED, MISALIGNED])
     assert aligned != tok.unk_token_id and misaligned != tok.unk_token_id
-    # the card's recipe: start after <|aligned|>; forbid <|misaligned|> unless the saved
-    # generation config already does
-    extra = {} if suppresses_tokens(out) else {"suppress_tokens": [misaligned]}
+    # the card's recipe: start after <|aligned|>; the exported generation config already
+    # forbids <|misaligned|>, so plain generate needs nothing else
+    assert suppresses_tokens(out) and "already keeps the model from emitting `<|misaligned|>`" in body
     ids = tok([tok.eos_token + ALIGNED] * 8, return_tensors="pt").input_ids
     torch.manual_seed(0)
     new = model.generate(ids, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=32, min_new_tokens=32,
-                         pad_token_id=tok.eos_token_id, **extra)[:, ids.shape[1]:]
+                         pad_token_id=tok.eos_token_id)[:, ids.shape[1]:]
     assert new.shape == (8, 32)
     assert misaligned not in new.tolist()[0] and not (new == misaligned).any()
 
