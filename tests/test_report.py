@@ -265,3 +265,11 @@ def test_a_run_evaluated_under_a_decoding_mode_says_so(tmp_path):
     (runs[1] / "results.json").write_text(json.dumps({**results, "decoding": {"mode": "guidance", "label": "guidance:2"}}))
     md = write_report(runs, tmp_path / "report.md")
     assert "| cond | conditional (guidance:2) |" in md and "| mle | mle |" in md
+
+
+def test_a_damaged_results_file_is_named(runs, tmp_path):
+    from phf.errors import DataError
+
+    (runs[1] / "results.json").write_text('{"run": "filtering", "misal')
+    with pytest.raises(DataError, match=r"filtering/results.json.*phf eval"):
+        write_report(runs, tmp_path / "report.md")

@@ -89,7 +89,7 @@ def load_results(run_dirs: list[str | Path]) -> list[dict]:
         path = RunFiles(d).results
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run `phf eval {d}` first")
-        rows.append(json.loads(path.read_text()))
+        rows.append(RunFiles(d).read_results())  # a damaged one is named, with what to do
     return rows
 
 
