@@ -123,14 +123,16 @@ def test_two_trainings_started_together_into_one_folder_one_runs_the_other_is_re
     assert not lock_path(run).exists()
 
 
-def test_eval_of_a_folder_another_process_writes_is_refused_and_nothing_changes(evaluated, tmp_path):
+@pytest.mark.parametrize("command", [("eval",), ("card",), ("export", "OUT")])
+def test_a_command_on_a_folder_another_process_writes_is_refused_and_nothing_changes(evaluated, tmp_path, command):
     run = _copy(evaluated[0], tmp_path)
     holder = _holder(run)
     before = snapshot(run)
+    args = [str(tmp_path / a) if a == "OUT" else a for a in command[1:]]
     try:
-        line = error_line(phf("eval", run), f"{run} is in use by pid {holder.pid} since ", "(phf train)")
+        line = error_line(phf(command[0], run, *args), f"{run} is in use by pid {holder.pid} since ", "(phf train)")
         assert "wait for it to finish" in line
-        assert snapshot(run) == before
+        assert snapshot(run) == before and not (tmp_path / "OUT").exists()
     finally:
         holder.kill()
         holder.wait()

@@ -96,9 +96,9 @@ def _score_on_ray(args, cfg: Config, out) -> int:
 
 
 def cmd_pack(args) -> int:
-    from phf.data.transforms import resolve_threshold
+    from phf.data.transforms import add_objective_tokens, resolve_threshold
     from phf.engines.ray_packing import pack_shards_ray
-    from phf.tokenizer import add_control_tokens, load_tokenizer
+    from phf.tokenizer import load_tokenizer
     from phf.train import pack_spec
 
     cfg = config_from(args.settings)
@@ -110,8 +110,7 @@ def cmd_pack(args) -> int:
         raise ConfigError("phf pack needs a trained tokenizer: set tokenizer.path (or model.path)")
     shards = scored_files(args.input or cfg.data.scored_path)
     tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
-    if cfg.objective.name == "conditional":
-        add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None)
+    add_objective_tokens(tokenizer, cfg.objective, list(cfg.conditional_attributes()) or None)
     threshold = resolve_threshold(cfg.objective, cfg.task, [str(s) for s in shards])  # over every shard
     with hold(out, "phf pack", at=f"{out}.lock"):  # beside the folder: its emptiness says it is new
         totals = pack_shards_ray(shards, tokenizer, pack_spec(cfg, tokenizer, threshold), out,
@@ -202,14 +201,16 @@ def cmd_report(args) -> int:
 def cmd_card(args) -> int:
     from phf.card import write_card
 
-    print(f"written: {write_card(args.run_dir)}")
+    with hold(args.run_dir, "phf card"):
+        print(f"written: {write_card(args.run_dir)}")
     return 0
 
 
 def cmd_export(args) -> int:
     from phf.export import export_run
 
-    exported = export_run(args.run_dir, args.out_dir, overwrite=args.overwrite)
+    with hold(args.run_dir, "phf export"):  # not while the run is being trained or evaluated
+        exported = export_run(args.run_dir, args.out_dir, overwrite=args.overwrite)
     print(f"exported {len(exported)} files to {args.out_dir}: {', '.join(p.name for p in exported)}")
     return 0
 
