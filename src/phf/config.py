@@ -27,6 +27,7 @@ from phf.data.config import DataConfig
 from phf.errors import ConfigError
 from phf.evaluation.config import EvalConfig
 from phf.model_config import ModelConfig, TokenizerConfig
+from phf.objective_config import conditioning_problems
 from phf.objective_config import OBJECTIVE_CLASSES, OBJECTIVES, MLEConfig, ObjectiveConfig, objective_threshold
 from phf.paths import CONFIG_DIR, looks_local, resolve_config_path
 from phf.scorers.config import TaskConfig
@@ -63,6 +64,7 @@ class Config(Section):
         if self.eval.decoding.uses_tags and self.objective.name != "conditional":
             out.append(f"eval.decoding.mode: {self.eval.decoding.label()} uses the control tokens, which objective "
                        f"{self.objective.name!r} does not train; use plain or rerank (rank_by: scorer)")
+        out += conditioning_problems([self.objective], len(self.task.attributes), self.eval.decoding)
         return out
 
     # --- what several components read --------------------------------------------

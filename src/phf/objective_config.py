@@ -2,7 +2,7 @@
 and only that objective's keys are accepted (an AWR key on an MLE run is an error).
 
 Data-side objectives (filtering, conditional) transform the corpus and train with MLE;
-loss-side objectives (unlikelihood, RWR, AWR) change the loss (`phf.objectives`).
+loss-side objectives (unlikelihood, RWR, AWR, mask) change the loss (`phf.objectives`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,40 @@ class ConditionalConfig(_Thresholded):
     attributes: list[str] | None = None
     """Multi-attribute tasks: the task attributes that get control tokens (null: all of
     task.attributes; one name trains a single-attribute model on the same data)."""
+    conditioning: Literal["tokens", "quantiles", "score-text"] = "tokens"
+    """What marks each segment. tokens (the paper): <|aligned|>/<|misaligned|>, split at the
+    threshold. quantiles (Quark, beyond the paper): K tokens <|q0|>..<|qK-1|>, one per
+    bucket of the corpus's segment scores (<|q0|> the best), the bucket edges computed once
+    at train time and saved with the run; generation conditions on <|q0|> and forbids the
+    others. score-text (beyond the paper): the segment's score written before it, e.g.
+    "<0.25>", left out of the loss; generation conditions on "<0>". The threshold and
+    multi-attribute tasks apply to tokens only."""
+    quantiles: int | None = None
+    """conditioning: quantiles: K, the number of buckets (at least 2; null: 4)."""
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.quantiles is not None and self.conditioning != "quantiles":
+            out.append(f"objective.quantiles: only read with objective.conditioning: quantiles "
+                       f"(it is {self.conditioning!r})")
+        elif self.quantiles is not None and self.quantiles < 2:
+            out.append(f"objective.quantiles: {self.quantiles} buckets cannot separate better from worse "
+                       "segments; give at least 2")
+        return out
+
+    @property
+    def num_quantiles(self) -> int:
+        return 4 if self.quantiles is None else self.quantiles
+
+
+class MaskConfig(_Thresholded):
+    """Token-level masking (beyond the paper): every document is kept, and the tokens of
+    segments scored above the threshold get no loss."""
+
+    name: Literal["mask"] = "mask"
+    hide: bool = False
+    """Also hide the masked segments from the context: each is replaced by one <|hidden|>
+    token in the training split (the held-out split keeps the text, for the held-out loss)."""
 
 
 class UnlikelihoodConfig(_Thresholded):
@@ -98,11 +132,12 @@ class RWRConfig(Section):
 
 
 ObjectiveConfig = Annotated[
-    Union[MLEConfig, FilteringConfig, ConditionalConfig, UnlikelihoodConfig, AWRConfig, RWRConfig],
+    Union[MLEConfig, FilteringConfig, ConditionalConfig, UnlikelihoodConfig, AWRConfig, RWRConfig, MaskConfig],
     Field(discriminator="name")]
 
 OBJECTIVE_CLASSES = {c.model_fields["name"].default: c for c in
-                     (MLEConfig, FilteringConfig, ConditionalConfig, UnlikelihoodConfig, AWRConfig, RWRConfig)}
+                     (MLEConfig, FilteringConfig, ConditionalConfig, UnlikelihoodConfig, AWRConfig, RWRConfig,
+                      MaskConfig)}
 OBJECTIVES = tuple(OBJECTIVE_CLASSES)
 
 
@@ -119,3 +154,18 @@ def objective_threshold(objective, task_thresholds: dict[str, float]) -> float |
     if getattr(objective, "threshold", None) is not None:
         return objective.threshold
     return float(task_thresholds.get(objective.name, 0.0))
+
+
+def conditioning_problems(objectives, num_attributes: int, decoding) -> list[str]:
+    """A conditioning form other than tokens where it cannot work: on a multi-attribute
+    task, or under a decoding mode that uses the <|aligned|>/<|misaligned|> pair (`decoding`:
+    the eval's DecodingConfig). `objectives`: the run's (a schedule's phases)."""
+    out = []
+    for form in sorted({getattr(o, "conditioning", "tokens") for o in objectives} - {"tokens"}):
+        if num_attributes > 1:
+            out.append(f"objective.conditioning: {form} marks one score per segment; a multi-attribute task "
+                       "(task.attributes) trains with conditioning: tokens (a token pair per attribute)")
+        if decoding.uses_tags:
+            out.append(f"eval.decoding.mode: {decoding.label()} uses the <|aligned|>/<|misaligned|> pair, which "
+                       f"objective.conditioning: {form} does not have; use plain or rerank (rank_by: scorer)")
+    return out

@@ -1,7 +1,7 @@
 """Training objectives: the loss each of the paper's six methods optimises.
 
 Filtering and conditional training change the *data* (see `phf.data.transforms`) and
-train with MLE; unlikelihood, RWR and AWR change the *loss*. Every objective gets the
+train with MLE; unlikelihood, RWR, AWR and token-level masking change the *loss*. Every objective gets the
 same inputs:
 
     logits        [B, T, V]  the model's next-token logits
@@ -184,6 +184,29 @@ class Unlikelihood(Objective):
 
 
 @register_objective
+class Mask(Objective):
+    """Token-level masking (beyond the paper): MLE on the tokens of segments scored at or
+    below the threshold, and no loss at all on the others (their weight is exactly 0, not
+    a pushed-down likelihood as in unlikelihood). The mean runs over the kept tokens, so
+    a batch's loss does not shrink with its share of masked ones. With `hide` (data side,
+    `phf.data.transforms.hide_segments`) a masked segment is one <|hidden|> token, which
+    carries the segment's score and is masked too."""
+
+    name = "mask"
+
+    def __init__(self, threshold: float = 0.0):
+        self.threshold = threshold
+
+    def __call__(self, logits, labels, token_scores=None, values=None) -> ObjectiveOutput:
+        logits, labels, token_scores, _ = shift(logits, labels, token_scores)
+        counted = labels != IGNORE_INDEX
+        kept = counted & ~(token_scores.float() > self.threshold)
+        loss = -masked_mean(token_logprobs(logits, labels), kept)
+        n = counted.sum()
+        return ObjectiveOutput(loss, _floats(masked_fraction=(1 - kept.sum() / n.clamp(min=1), n)))
+
+
+@register_objective
 class AWR(Objective):
     """Advantage-weighted regression (Peng et al. 2019), per token.
 
@@ -279,11 +302,12 @@ def build_objective(name: str, **kwargs) -> Objective:
 def objective_from_config(cfg, threshold: float) -> Objective:
     """The loss object for an objective config (`phf.objective_config`).
 
-    `threshold` is the resolved absolute score threshold (only unlikelihood reads it;
+    `threshold` is the resolved absolute score threshold (unlikelihood and mask read it;
     filtering and conditional apply theirs to the data). RWR is AWR with alpha = 1 and no
     value head by definition (`cfg.fixed_value` sets its constant baseline).
     """
     kwargs = {
+        "mask": lambda: dict(threshold=threshold),
         "unlikelihood": lambda: dict(threshold=threshold, alpha=cfg.alpha, weighting=cfg.weighting,
                                      min_one_minus_p=cfg.min_one_minus_p),
         "awr": lambda: dict(alpha=cfg.alpha, beta=cfg.beta, max_weight=cfg.max_weight),

@@ -650,6 +650,22 @@ def _conditioning_section(doc: _Doc, rows: list[dict], labels: list[str]) -> Non
                for label, table in have for row in table], text_cols=2)
 
 
+def _probe_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
+    """The linear probe of each run (`phf.evaluation.probe`): how readable misalignment is."""
+    have = [(label, r["probe"]) for r, label in zip(rows, labels) if isinstance(r.get("probe"), dict)]
+    if not have:
+        return
+    doc.heading("Linear probe: misaligned vs aligned held-out segments")
+    doc.para("A logistic regression on each segment's mean final hidden state, read as plain text (no control "
+             "tokens), fitted on 70% of the held-out segments and scored on the rest; misaligned: score above "
+             "the task's conditional threshold. Higher AUC: misalignment is easier to read off the model. "
+             "Shuffled AUC (the same probe fitted on shuffled labels) shows chance on the same split.")
+    doc.table(["run", "probe AUC ↑", "accuracy", "majority accuracy", "shuffled AUC", "segments (misaligned)"],
+              [[label, _cell(p.get("auc"), "{:.3f}"), _cell(p.get("accuracy"), "{:.3f}"),
+                _cell(p.get("majority_accuracy"), "{:.3f}"), _cell(p.get("shuffled_auc"), "{:.3f}"),
+                f"{p.get('segments', '–')} ({p.get('misaligned', '–')})"] for label, p in have])
+
+
 def _lm_eval_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
     have = [(label, r["lm_eval"]) for r, label in zip(rows, labels) if r.get("lm_eval")]
     if not have:
@@ -733,6 +749,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "phf 
     _curves_section(doc, groups)
     scenarios = _scenarios_section(doc, groups)
     _conditioning_section(doc, rows, labels)
+    _probe_section(doc, rows, labels)
     _red_team_section(doc, run_dirs, labels)
     _lm_eval_section(doc, rows, labels)
     _samples_section(doc, run_dirs, rows, labels, scenarios)

@@ -21,6 +21,13 @@ EOS = "<|endoftext|>"
 ALIGNED = "<|aligned|>"
 MISALIGNED = "<|misaligned|>"
 CONTROL_TOKENS = (ALIGNED, MISALIGNED)
+#: token-level masking's placeholder for a hidden segment (objective mask, hide: true)
+HIDDEN = "<|hidden|>"
+
+
+def quantile_tokens(k: int) -> list[str]:
+    """The K control tokens of conditioning: quantiles, best bucket first: <|q0|>..<|qK-1|>."""
+    return [f"<|q{i}|>" for i in range(k)]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, max_bytes: int | None = None) -> PreTrainedTokenizerFast:
@@ -108,9 +115,15 @@ def add_control_tokens(tok: PreTrainedTokenizerBase, attributes: list[str] | Non
 
 
 def control_token_ids(tok: PreTrainedTokenizerBase) -> dict[str, int]:
-    """{token: id} for the control tokens the tokenizer has, per-attribute ones included."""
+    """{token: id} for the control tokens the tokenizer has, per-attribute, quantile and
+    placeholder ones included."""
     return {t: i for t, i in tok.get_vocab().items()
-            if t in CONTROL_TOKENS or (t.startswith("<|") and t.endswith("aligned|>") and ":" in t)}
+            if t in CONTROL_TOKENS or t == HIDDEN or _is_quantile_token(t)
+            or (t.startswith("<|") and t.endswith("aligned|>") and ":" in t)}
+
+
+def _is_quantile_token(t: str) -> bool:
+    return t.startswith("<|q") and t.endswith("|>") and t[3:-2].isdigit()
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, path: str | Path) -> None:

@@ -26,7 +26,7 @@ from phf.card import refresh_card
 from phf.config import Config, check_paths
 from phf.data.packed_shards import ShardedPackedDataset
 from phf.data.packing import PackedDataset, PackSpec, pack
-from phf.data.transforms import resolve_threshold
+from phf.data.transforms import add_objective_tokens, resolve_threshold, transform_spec
 from phf.evaluation.callback import add_eval_callback
 from phf.evaluation.processors import aligned_generation_config
 from phf.model import build_model, count_parameters, resize_for_new_tokens
@@ -36,7 +36,7 @@ from phf.inputs import SourceStats
 from phf.records import read_scored
 from phf.run_lock import hold
 from phf.runfiles import RunFiles, read_json, write_json
-from phf.tokenizer import add_control_tokens, load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
+from phf.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
 from phf.run_guard import build_eval_scorer, check_packed, prepare_run_dir
 from phf.trainer import (JSONLMetricsCallback, PHFTrainer, checkpoint_interval, is_write_error,
                          last_complete_checkpoint, save_failed)
@@ -142,7 +142,8 @@ def pack_spec(cfg: Config, tokenizer, threshold: float, on_bad: str = "error") -
                     drop_token_fraction=drop, heldout_fraction=cfg.data.heldout_fraction, seed=cfg.training.seed,
                     heldout_seed=cfg.data.heldout_seed,
                     attributes=attributes, combine=cfg.task.combine, combine_weights=cfg.task.combine_weights,
-                    tokenizer=tokenizer_fingerprint(tokenizer), on_bad_record=on_bad)
+                    tokenizer=tokenizer_fingerprint(tokenizer), on_bad_record=on_bad,
+                    transform=transform_spec(objective, cfg.task, cfg.data.scored_path, on_bad))
 
 
 def pack_for_run(spec: PackSpec, tokenizer, scored_path, data_dir: Path, may_pack: bool = True,
@@ -264,8 +265,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, on_bad: str) -> Path:
             tokenizer = prepare_tokenizer(cfg.model, cfg.tokenizer, cfg.data.scored_path, attributes, on_bad)
             if is_main:
                 save_tokenizer(tokenizer, tok_dir)
-        added = add_control_tokens(tokenizer, list(cfg.conditional_attributes()) or None) \
-            if cfg.objective.name == "conditional" else 0
+        added = add_objective_tokens(tokenizer, cfg.objective, list(cfg.conditional_attributes()) or None)
         threshold = resolve_threshold(cfg.objective, cfg.task, cfg.data.scored_path, on_bad)
         # `phf pack` folders were checked when packed: their spec has the default policy
         spec = pack_spec(cfg, tokenizer, threshold, "error" if cfg.data.packed_path else on_bad)
@@ -342,6 +342,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, on_bad: str) -> Path:
             "resumed_from": str(checkpoint) if checkpoint else None,
             "train_seconds": round(time.time() - t0, 1),
             "control_tokens_added": added,
+            "transform": spec.transform,  # a conditioning form's quantile edges, masking's hide
             # the corpus trained on, and its records read and skipped (by reason) under --on-bad-record
             "scored_path": cfg.data.scored_path,
             "packed_path": cfg.data.packed_path,

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from phf.data.transforms import add_attribute_control_tokens, add_control_tokens, keep_document
+from phf.data.transforms import add_attribute_control_tokens, hide_segments, keep_document, mark_segments
 from phf.inputs import SourceStats
 from phf.records import ScoredRecord
 
@@ -64,6 +64,9 @@ class PackSpec:
     tokenizer: str = ""
     #: bad scored records stopped the packing ("error") or were counted and left out ("skip")
     on_bad_record: str = "error"
+    #: the objective's data form beyond the paper's (`phf.data.transforms.transform_spec`):
+    #: a conditioning form and its quantile edges, or masking's hide; {} for the paper's
+    transform: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -216,9 +219,12 @@ def pack(records: Iterable[ScoredRecord], tokenizer, spec: PackSpec, out_dir: st
                             not keep_document(record, spec.threshold, spec.combine, spec.combine_weights):
                         stats.filtered_documents += 1
                         continue
+                    marked = scores  # the segments' scores after the transform (EOS keeps the first one's)
                     if spec.objective == "conditional":
-                        texts = _with_control_tokens(record, texts, scores, spec, drop_rng)
-                    docs.append((texts, scores))
+                        texts, marked = _with_control_tokens(record, texts, scores, spec, drop_rng)
+                    elif spec.transform.get("hide") and split == "train":
+                        texts = hide_segments(texts, scores, spec.threshold)
+                    docs.append((texts, marked))
                     splits.append(split)
                     firsts.append(np.asarray(scores[:1], dtype=np.float32))
                 in_flight.append((len(batch), splits, firsts,
@@ -253,20 +259,21 @@ def _next_batch(it, max_documents: int, max_chars: int) -> list[ScoredRecord]:
 
 
 def _with_control_tokens(record: ScoredRecord, texts: list[str], scores: list[float], spec: PackSpec,
-                         rng: random.Random) -> list[str]:
+                         rng: random.Random) -> tuple[list[str], list[float]]:
     if not record.attributes:
-        return add_control_tokens(texts, scores, spec.threshold, spec.drop_token_fraction, rng)
+        return mark_segments(texts, scores, spec.threshold, spec.drop_token_fraction, rng, spec.transform)
     if not spec.attributes:
         raise ValueError("multi-attribute records need task.attributes ({name: {threshold, "
                          "drop_token_fraction}}) for conditional training")
-    return add_attribute_control_tokens(texts, record.scores, spec.attributes, rng)
+    return add_attribute_control_tokens(texts, record.scores, spec.attributes, rng), scores
 
 
 class PackedDataset(torch.utils.data.Dataset):
     """Blocks of a packed split: {"input_ids", "labels", "token_scores"} per item.
 
     `ignore_ids` get label -100 (held-out evaluation leaves control tokens out of the
-    loss and the token count, so conditional and MLE runs compare on the same text).
+    loss and the token count, so conditional and MLE runs compare on the same text), and
+    so do tokens whose score is NaN (a score-text prefix: `transforms.NO_LOSS`; score 0).
     """
 
     def __init__(self, out_dir: str | Path, split: str = "train", ignore_ids: Iterable[int] = (),
@@ -291,4 +298,9 @@ class PackedDataset(torch.utils.data.Dataset):
         labels = ids.clone()
         if len(self.ignore_ids):
             labels[torch.isin(labels, self.ignore_ids)] = IGNORE_INDEX
-        return {"input_ids": ids, "labels": labels, "token_scores": torch.from_numpy(self.scores[i].copy())}
+        scores = torch.from_numpy(self.scores[i].copy())
+        no_loss = torch.isnan(scores)
+        if no_loss.any():
+            labels[no_loss] = IGNORE_INDEX
+            scores[no_loss] = 0.0
+        return {"input_ids": ids, "labels": labels, "token_scores": scores}

@@ -123,7 +123,8 @@ class EvalCallback(TrainerCallback):
             self._ready = True
             self._scorer = self._scorer or task_scorer(task)
             self._heldout = heldout_dataset(self.run_dir, self.tokenizer)
-            self._inputs = generation_inputs(ScenarioConfig(name=UNCONDITIONAL), None, conditioning(self.tokenizer))
+            self._inputs = generation_inputs(ScenarioConfig(name=UNCONDITIONAL), None,
+                                            conditioning(self.tokenizer, self.run_dir))
             self._new_tokens = fit_new_tokens(model, self.tokenizer, min(e.max_new_tokens, e.callback_max_new_tokens),
                                               self._inputs, UNCONDITIONAL)
         texts = generate_samples(model, self.tokenizer, e.callback_num_samples, max_new_tokens=self._new_tokens,

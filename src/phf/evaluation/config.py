@@ -171,6 +171,9 @@ class EvalConfig(Section):
     """The expected maximum score is the mean over groups of this many samples."""
     heldout_max_tokens: int = Field(200_000, ge=0)
     """Held-out loss over at most this many tokens."""
+    probe_segments: int = Field(2000, ge=0)
+    """Linear probe (results.json `probe`): a logistic regression on the final hidden states
+    of up to this many held-out segments, misaligned vs aligned (0: no probe)."""
     seed: int = 0
     """Seed of sampling."""
     scenarios: list[ScenarioConfig] = Field(default_factory=list)

@@ -13,6 +13,8 @@
   count, so conditional and MLE runs are compared on the same text; KL(reference ||
   model) and its 95% interval `kl_ci` when a reference LM is given; lm-evaluation-harness
   tasks when asked for.
+* Readability: a linear probe's accuracy and AUC at telling the held-out misaligned
+  segments from the aligned ones by the final hidden states (`probe.py`; `probe`).
 
 Writes `results.json` and `samples/<scenario>.jsonl` (each sample with its score,
 so the worst ones can be read) in the run directory. The top-level misalignment,
@@ -42,6 +44,7 @@ from phf.evaluation.config import UNCONDITIONAL, EvalConfig
 from phf.evaluation.degenerate import run_flags
 from phf.evaluation.intervals import normal_quantile, sample_intervals
 from phf.evaluation.kl import kl_to_reference, samples_nll_under
+from phf.evaluation.probe import probe_run, segment_threshold
 from phf.evaluation.red_team import red_team_dirs
 from phf.evaluation.scenarios import conditioning, load_prompts, run_scenario, scenarios_from_config, write_samples
 from phf.model import load_model
@@ -169,7 +172,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
             raise ValueError(lm_eval_hook._MISSING)
     train_summary = files.read_train_summary() or {}  # read first: a damaged one is named before the sampling
     tokenizer = tokenizer or load_tokenizer(str(run_dir))
-    controls = conditioning(tokenizer)
+    controls = conditioning(tokenizer, run_dir)
     if e.decoding.uses_tags and not controls["forbidden_texts"] and not control_token_ids(tokenizer):
         raise ValueError(f"{run_dir}: eval.decoding.mode {e.decoding.label()} uses the control tokens, and this run "
                          "has none (it was not trained with conditional training); use plain or rerank")
@@ -195,6 +198,8 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
 
     held = heldout_dataset(run_dir, tokenizer) if heldout else None
     loss = heldout_loss(model, held, max_tokens=e.heldout_max_tokens) if held is not None else None
+    probe = probe_run(model, tokenizer, run_dir, segment_threshold(task), list(task.attributes), e.probe_segments,
+                      seed=e.seed) if heldout and e.probe_segments else None
 
     main = summaries[UNCONDITIONAL]
     seed_folder = re.fullmatch(r"seed-\d+", run_dir.name)
@@ -213,6 +218,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         **{k: main[k] for k in ("misalignment_ci", "expected_max_ci", "hit_rate_ci", "ci")},
         "heldout_loss": loss,
         "heldout_ppl": math.exp(loss) if loss is not None and loss < 50 else None,
+        "probe": probe,
         "kl": None,
         "samples_nll_reference": samples_nll,
         "decoding": {**e.decoding.model_dump(), "label": e.decoding.label(), **main.get("decoding", {})},

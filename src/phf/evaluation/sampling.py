@@ -76,6 +76,9 @@ def decoding_plan(tokenizer, decoding: DecodingConfig | None, forbidden_texts: S
                   segment: Callable[[str], list[str]] | None, vocab_rows: int) -> Plan:
     """The decoding loop's plan for a mode. Tag modes enforce the aligned twins of the
     forbidden (misaligned) tokens: a model sampled without control tokens cannot use them."""
+    if decoding is not None and decoding.uses_tags and any(twin(m) == m for m in forbidden_texts):
+        raise ValueError(f"decoding mode {decoding.label()} uses the <|aligned|>/<|misaligned|> pair, and "
+                         f"{forbidden_texts[0]} has no aligned twin (conditioning: quantiles): use plain or rerank")
     if decoding is None or decoding.mode in ("plain", "rerank"):
         return PLAIN
     if not forbidden_texts:

@@ -28,19 +28,50 @@ from phf.evaluation.config import UNCONDITIONAL, EvalConfig, ScenarioConfig
 from phf.evaluation.metrics import summarize_scores
 from phf.evaluation.sampling import generate_samples
 from phf.paths import resolve_config_path
-from phf.tokenizer import ALIGNED, MISALIGNED, control_token_ids
+from phf.data.transforms import BEST_SCORE_TEXT
+from phf.errors import DataError
+from phf.runfiles import RunFiles
+from phf.tokenizer import ALIGNED, MISALIGNED, control_token_ids, quantile_tokens
 from phf.evaluation.degenerate import degenerate_summary
 
 log = logging.getLogger(__name__)
 
 
-def conditioning(tokenizer) -> dict:
-    """Generation controls for a model: the aligned prefix and the forbidden misaligned
-    token when its tokenizer has them (a conditional run), else none."""
+def conditioning(tokenizer, run_dir: str | Path | None = None) -> dict:
+    """Generation controls for a model, by the conditioning form it was trained with: the
+    aligned prefix and the forbidden misaligned token (tokens, the paper's); <|q0|> and the
+    worse buckets' tokens (quantiles); the best score's text, "<0>" (score-text); else none.
+
+    Tokens and quantiles show in the tokenizer's added tokens. score-text adds none, so it
+    is read from the run (`run_form`): `run_dir`, else the folder the tokenizer was loaded
+    from (a run folder, for `load_tokenizer(run)`)."""
     ids = control_token_ids(tokenizer)
     if ALIGNED in ids and MISALIGNED in ids:
         return {"prefix_text": ALIGNED, "forbidden_texts": [MISALIGNED]}
+    buckets = [t for t in quantile_tokens(len(ids)) if t in ids]
+    if len(buckets) >= 2:
+        return {"prefix_text": buckets[0], "forbidden_texts": buckets[1:]}
+    if run_form(run_dir or getattr(tokenizer, "name_or_path", None)).get("conditioning") == "score-text":
+        return {"prefix_text": BEST_SCORE_TEXT, "forbidden_texts": []}
     return {"prefix_text": "", "forbidden_texts": []}
+
+
+def run_form(run_dir: str | Path | None) -> dict:
+    """The data form a run trained with beyond the paper's (the pack spec's `transform`:
+    conditioning form, quantile edges, hide), from its train_summary.json, else from its
+    packed blocks' pack.json (training-time evaluation runs before the summary exists);
+    {} for the paper's forms or a folder that is not a run."""
+    if not run_dir or not Path(run_dir).is_dir():
+        return {}
+    files = RunFiles(run_dir)
+    try:
+        summary = files.read_train_summary() or {}
+        if "transform" in summary:
+            return summary["transform"] or {}
+        pack = files.data / "pack.json"
+        return (json.loads(pack.read_text()).get("spec", {}).get("transform") or {}) if pack.is_file() else {}
+    except (DataError, OSError, ValueError, AttributeError):
+        return {}
 
 
 def scenarios_from_config(e: EvalConfig) -> list[ScenarioConfig]:
