@@ -178,3 +178,15 @@ def test_a_run_of_each_form_trains_saves_its_form_and_conditions_generation(tmp_
     results = evaluate_run(run, cfg.eval, cfg.task)
     assert results["scenarios"]["unconditional"]["control_token"] == controls["prefix_text"]
     assert results["heldout_loss"] > 0
+
+
+def test_the_sweep_runs_each_form_from_its_objective_config(tmp_path):
+    from phf.sweep import SweepRun, run_config
+
+    for name, check in {"conditional-quantiles": lambda o: o.conditioning == "quantiles" and o.num_quantiles == 4,
+                        "conditional-score-text": lambda o: o.conditioning == "score-text",
+                        "mask": lambda o: o.name == "mask" and not o.hide,
+                        "mask-hide": lambda o: o.name == "mask" and o.hide}.items():
+        cfg = run_config("pep8", tmp_path, SweepRun(name, name))
+        assert check(cfg.objective), name
+        assert cfg.training.output_dir == str(tmp_path / name)
