@@ -167,7 +167,13 @@ def test_a_run_of_each_form_trains_saves_its_form_and_conditions_generation(tmp_
     run = train_tiny(scored, tmp_path / "run", "conditional", extra)
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["transform"]["conditioning"] == form
-    controls = conditioning(load_tokenizer(str(run)))
+    tokenizer = load_tokenizer(str(run))
+    controls = conditioning(tokenizer)
+    # KL to a reference scores the model after the same prefix, control tokens left out
+    from phf.evaluation.kl import _conditioning
+
+    prefix, excluded = _conditioning(tokenizer, None, str(run))
+    assert prefix == controls["prefix_text"] and sorted(excluded) == sorted(control_token_ids(tokenizer).values())
     if form == "quantiles":
         assert len(summary["transform"]["edges"]) == 3 and controls["prefix_text"] == "<|q0|>"
         assert summary["control_tokens_added"] == 4

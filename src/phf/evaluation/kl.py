@@ -16,7 +16,8 @@ Reference samples and their reference log-probabilities are cached on disk, keye
 the reference weights and the sampling settings, so evaluating many runs against one
 reference samples (and runs the reference) once.
 
-A conditional-training model is scored as it is used: after `<|aligned|>`, and with
+A conditional-training model is scored as it is used: after `<|aligned|>` (or its
+conditioning form's best prefix, `<|q0|>` or `<0>`), and with
 the control tokens removed from its vocabulary (probabilities renormalised over the
 rest), since the reference text never contains them.
 """
@@ -33,6 +34,7 @@ from typing import Sequence
 import torch
 
 from phf.evaluation.sampling import generate_samples
+from phf.evaluation.scenarios import conditioning
 from phf.model import load_model
 from phf.tokenizer import ALIGNED, control_token_ids, load_tokenizer
 
@@ -160,15 +162,18 @@ def reference_samples(reference_dir: str, num_samples: int, *, max_new_tokens: i
     return rows, path, False
 
 
-def _conditioning(tokenizer, conditional: bool | None) -> tuple[str, list[int]]:
+def _conditioning(tokenizer, conditional: bool | None, model_dir: str | None = None) -> tuple[str, list[int]]:
+    """The prefix the model is scored after (its conditioning form's best: <|aligned|>,
+    <|q0|> or "<0>"; `scenarios.conditioning`) and the control token ids left out."""
     ids = control_token_ids(tokenizer)
+    prefix = conditioning(tokenizer, model_dir)["prefix_text"]
     if conditional is None:
-        conditional = ALIGNED in ids
+        conditional = bool(prefix)
     if not conditional:
         return "", []
-    if ALIGNED not in ids:
+    if not prefix:
         raise ValueError(f"conditional=True but the tokenizer has no {ALIGNED} token")
-    return ALIGNED, list(ids.values())
+    return prefix, list(ids.values())
 
 
 def kl_to_reference(reference_dir: str, model_dir: str, num_samples: int = 1024, *,
@@ -188,7 +193,7 @@ def kl_to_reference(reference_dir: str, model_dir: str, num_samples: int = 1024,
         top_p=top_p, seed=seed, batch_size=batch_size, cache_dir=cache_dir, device=device)
     texts = [r["text"] for r in rows]
     model, tokenizer = _load_model_and_tokenizer(model_dir, device)
-    prefix, exclude = _conditioning(tokenizer, conditional)
+    prefix, exclude = _conditioning(tokenizer, conditional, model_dir)
     model_lp = sequence_logprobs(model, tokenizer, texts, prefix_text=prefix,
                                  exclude_token_ids=exclude, batch_size=batch_size)
     diffs = [r["ref_logprob"] - m for r, m in zip(rows, model_lp)]
