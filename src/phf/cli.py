@@ -238,9 +238,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from phf.sweep import ALL_OBJECTIVES, SWEEP_CONFIGS, run_sweep
+    from phf.sweep import ALL_OBJECTIVES, SWEEP_CONFIGS, check_objective_names, parse_start_at, run_sweep
 
-    objectives = tuple(args.objectives.split(",")) if args.objectives else ALL_OBJECTIVES
+    start_at = parse_start_at(args.start_at) if args.start_at else None  # before any data is read
+    default = ("conditional",) if start_at else ALL_OBJECTIVES
+    objectives = tuple(o.strip() for o in args.objectives.split(",")) if args.objectives else default
+    check_objective_names(objectives, None if args.finetune == "none" else args.finetune)
     scale = None if args.scale == "none" else args.scale
     out = args.out or f"runs/sweep-{args.task}"
     seeds = _sweep_seeds(args, args.task, args.model, scale, SWEEP_CONFIGS)
@@ -252,7 +255,7 @@ def cmd_sweep(args) -> int:
     with hold(out, "phf sweep"):
         run_sweep(task=args.task, out_dir=out, objectives=objectives,
                   finetune=None if args.finetune == "none" else args.finetune, overrides=args.settings,
-                  model=args.model, scale=scale, seeds=seeds, extra_configs=SWEEP_CONFIGS)
+                  model=args.model, scale=scale, seeds=seeds, extra_configs=SWEEP_CONFIGS, start_at=start_at)
         if decodings:
             print(run_decode_sweep(out, decodings, [x for x in args.settings if x.startswith("eval.")]))
     return 0
@@ -393,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "skipped when rerun.")
     w.add_argument("settings", nargs="*", help="overrides, e.g. training.num_tokens=500000")
     w.add_argument("--task", default="pep8", help="task config name (default: pep8)")
-    w.add_argument("--objectives", help="comma-separated (default: all six)")
+    w.add_argument("--objectives", help="comma-separated (default: all six; with --start-at: conditional)")
+    w.add_argument("--start-at", metavar="FRACTIONS", help="intervention timing: per objective one run per start "
+                   "point, MLE until that fraction of the token budget, then the objective, in one run (one "
+                   "optimizer and learning-rate schedule), e.g. 0,0.2,0.6; the report compares them")
     w.add_argument("--finetune", default="conditional",
                    help="objective for the finetuning row, or 'none' (default: conditional)")
     w.add_argument("--model", default="tiny", help="model config name (default: tiny)")

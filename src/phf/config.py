@@ -17,6 +17,7 @@ value of the wrong type or out of range one message naming the key.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 
 import yaml
@@ -28,7 +29,8 @@ from phf.errors import ConfigError
 from phf.evaluation.config import EvalConfig
 from phf.model_config import ModelConfig, TokenizerConfig
 from phf.objective_config import conditioning_problems
-from phf.objective_config import OBJECTIVE_CLASSES, OBJECTIVES, MLEConfig, ObjectiveConfig, objective_threshold
+from phf.objective_config import (OBJECTIVE_CLASSES, OBJECTIVES, SCHEDULE, MLEConfig, RunObjectiveConfig,
+                                  ScheduleConfig, objective_threshold, phases_of, schedule_problems)
 from phf.paths import CONFIG_DIR, looks_local, resolve_config_path
 from phf.scorers.config import TaskConfig
 from phf.training_config import TrainingConfig
@@ -42,8 +44,8 @@ class Config(Section):
     """The task: scorer and thresholds."""
     data: DataConfig = Field(default_factory=DataConfig)
     """The corpus and its scored records."""
-    objective: ObjectiveConfig = Field(default_factory=MLEConfig)
-    """The objective (`name` picks it) and its own settings."""
+    objective: RunObjectiveConfig = Field(default_factory=MLEConfig)
+    """The objective (`name` picks it) and its own settings; `schedule`: several in one run."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The model: a preset or a checkpoint."""
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -57,14 +59,22 @@ class Config(Section):
         out = [p for name in type(self).model_fields for p in getattr(self, name).problems()]
         out += [f"task.thresholds.{name}: not an objective ({', '.join(OBJECTIVES)})"
                 for name in self.task.thresholds if name not in OBJECTIVES]
-        for name in getattr(self.objective, "attributes", None) or ():
-            if name not in self.task.attributes:
-                out.append(f"objective.attributes: {name!r} is not one of task.attributes "
-                           f"({', '.join(self.task.attributes) or 'none'})")
-        if self.eval.decoding.uses_tags and self.objective.name != "conditional":
+        phases = phases_of(self.objective)
+        for i, (_, objective) in enumerate(phases):
+            key = f"objective.phases[{i}].objective" if self.objective.name == SCHEDULE else "objective"
+            for name in getattr(objective, "attributes", None) or ():
+                if name not in self.task.attributes:
+                    out.append(f"{key}.attributes: {name!r} is not one of task.attributes "
+                               f"({', '.join(self.task.attributes) or 'none'})")
+        t = self.training
+        out += schedule_problems(self.objective, math.ceil(t.num_tokens / (t.effective_batch_size * t.block_size)))
+        if self.objective.name == SCHEDULE and self.data.packed_path:
+            out.append("data.packed_path: a schedule packs each phase's blocks with its own objective; "
+                       "give data.scored_path instead")
+        if self.eval.decoding.uses_tags and all(o.name != "conditional" for _, o in phases):
             out.append(f"eval.decoding.mode: {self.eval.decoding.label()} uses the control tokens, which objective "
                        f"{self.objective.name!r} does not train; use plain or rerank (rank_by: scorer)")
-        out += conditioning_problems([self.objective], len(self.task.attributes), self.eval.decoding)
+        out += conditioning_problems([o for _, o in phases], len(self.task.attributes), self.eval.decoding)
         return out
 
     # --- what several components read --------------------------------------------
@@ -78,17 +88,22 @@ class Config(Section):
     def drop_token_fraction(self) -> float:
         """Conditional training's fraction of segments without a control token: the
         objective's own, else the task's (0 for the other objectives)."""
-        if self.objective.name != "conditional":
+        return self.drop_token_fraction_of(self.objective)
+
+    def drop_token_fraction_of(self, objective) -> float:
+        """`drop_token_fraction` of `objective` (the run's, or a schedule phase's)."""
+        if objective.name != "conditional":
             return 0.0
-        own = self.objective.drop_token_fraction
+        own = objective.drop_token_fraction
         return self.task.drop_token_fraction if own is None else own
 
-    def conditional_attributes(self) -> dict:
+    def conditional_attributes(self, objective=None) -> dict:
         """{attribute: AttributeConfig} that conditional training marks (empty for a
-        single-attribute task or another objective)."""
-        if self.objective.name != "conditional":
+        single-attribute task or another objective); `objective`: a schedule phase's."""
+        objective = objective or self.objective
+        if objective.name != "conditional":
             return {}
-        chosen = self.objective.attributes or list(self.task.attributes)
+        chosen = objective.attributes or list(self.task.attributes)
         return {a: self.task.attributes[a] for a in chosen}
 
     def to_dict(self) -> dict:
@@ -148,9 +163,10 @@ def config_from_dict(raw: dict) -> Config:
         raise ConfigError(f"config: expected a mapping, got {type(raw).__name__}")
     objective = raw.get("objective")
     if isinstance(objective, dict):
-        if objective.get("name", "mle") not in OBJECTIVES:
+        if objective.get("name", "mle") not in (*OBJECTIVES, SCHEDULE):
             # checked here, so that the message names the choices instead of pydantic's tag error
-            raise ConfigError(f"objective.name: {objective.get('name')!r} is not one of {', '.join(OBJECTIVES)}")
+            raise ConfigError(f"objective.name: {objective.get('name')!r} is not one of "
+                              f"{', '.join((*OBJECTIVES, SCHEDULE))}")
         raw = {**raw, "objective": {"name": "mle", **objective}}  # no name: MLE, the default
     try:
         cfg = Config.model_validate(raw)
@@ -163,14 +179,15 @@ def config_from_dict(raw: dict) -> Config:
 
 def _describe(err: dict, raw: dict) -> str:
     """One pydantic error as "key: message", with a did-you-mean for unknown keys."""
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p in OBJECTIVES and _is_tag(err["loc"], p))]
+    tags = (*OBJECTIVES, SCHEDULE)
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p in tags and _is_tag(err["loc"], p))]
     key = _dotted(loc)
     if err["type"] == "extra_forbidden":
         known = _fields_at(loc[:-1], raw)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {_dotted([*loc[:-1], close[0]])!r}?" if close else ""
         if loc[:1] == ["objective"] and not close:
-            hint = f" (objective {raw['objective'].get('name', 'mle')!r} takes: {', '.join(known)})"
+            hint = f" (objective {_raw_at(loc[:-1], raw).get('name', 'mle')!r} takes: {', '.join(known)})"
         return f"unknown config key {key!r}{hint}"
     value = err.get("input")
     return f"{key}: {err['msg'][0].lower() + err['msg'][1:]}, got {value!r}"
@@ -182,18 +199,19 @@ def _dotted(loc: list) -> str:
 
 
 def _is_tag(loc: tuple, part: str) -> bool:
-    return len(loc) > 1 and loc[0] == "objective" and loc[1] == part
+    """Whether `part` is the union tag pydantic puts after an objective (or a schedule phase's)."""
+    return any(loc[i] == part and loc[i - 1] == "objective" for i in range(1, len(loc)))
 
 
 def _fields_at(path: list, raw: dict) -> list[str]:
     """The field names of the section at `path` ("objective" depends on its name)."""
     model: type[BaseModel] = Config
-    for part in path:
+    for i, part in enumerate(path):
         if isinstance(part, int):
             continue
-        if model is Config and part == "objective":
-            name = (raw.get("objective") or {}).get("name", "mle")
-            model = OBJECTIVE_CLASSES.get(name, MLEConfig)
+        if part == "objective":  # the run's objective or a schedule phase's: its class by its name
+            name = _raw_at(path[:i + 1], raw).get("name", "mle")
+            model = ScheduleConfig if name == SCHEDULE else OBJECTIVE_CLASSES.get(name, MLEConfig)
             continue
         annotation = model.model_fields[part].annotation
         sub = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
@@ -201,6 +219,16 @@ def _fields_at(path: list, raw: dict) -> list[str]:
         if model is None:
             return []
     return list(model.model_fields)
+
+
+def _raw_at(path: list, raw: dict) -> dict:
+    """The raw mapping at `path` ({} where there is none)."""
+    for part in path:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def check_paths(cfg: Config, training: bool = True) -> None:

@@ -7,9 +7,10 @@ loss-side objectives (unlikelihood, RWR, AWR, mask) change the loss (`phf.object
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from phf.config_base import Section
 
@@ -154,6 +155,92 @@ def objective_threshold(objective, task_thresholds: dict[str, float]) -> float |
     if getattr(objective, "threshold", None) is not None:
         return objective.threshold
     return float(task_thresholds.get(objective.name, 0.0))
+
+
+# --- objective schedules: several objectives in one run ------------------------------
+
+#: the name of the schedule "objective" (not a loss of its own: its phases have those)
+SCHEDULE = "schedule"
+
+
+class Phase(Section):
+    """One phase of a schedule: an objective from `start` (a fraction of the token budget)
+    until the next phase starts (or the run ends)."""
+
+    start: float = Field(ge=0, lt=1)
+    """Where the phase starts, as a fraction of the token budget (training.num_tokens): its
+    first optimizer step is the one nearest start x the run's steps. The first phase
+    starts at 0; starts increase."""
+    objective: ObjectiveConfig
+    """The phase's objective and its settings, as for `objective` itself (no schedule)."""
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _known_objective(cls, value):
+        if isinstance(value, dict):
+            name = value.get("name", "mle")
+            if name not in OBJECTIVE_CLASSES:
+                raise PydanticCustomError("objective_name", "'{name}' is not one of {known}",
+                                          {"name": name, "known": ", ".join(OBJECTIVES)})
+            return {**value, "name": name}  # no name: MLE, as for `objective`
+        return value
+
+
+class ScheduleConfig(Section):
+    """Several objectives in one run, one after the other: one optimizer (its state kept
+    across phase changes) and one learning-rate schedule over the whole run; each phase
+    trains on blocks packed with its own objective's data transform. E.g. MLE until 20%
+    of the tokens, then conditional training:
+
+        objective: {name: schedule, phases: [{start: 0, objective: {name: mle}},
+                                             {start: 0.2, objective: {name: conditional}}]}
+    """
+
+    name: Literal["schedule"] = "schedule"
+    phases: list[Phase] = Field(min_length=1)
+    """The phases, in order of their starts (0 first)."""
+
+    def problems(self) -> list[str]:
+        out = [p.replace("objective.", f"objective.phases[{i}].objective.", 1)
+               for i, phase in enumerate(self.phases) for p in phase.objective.problems()]
+        if self.phases[0].start != 0:
+            out.append(f"objective.phases[0].start: the first phase starts at 0, got {self.phases[0].start}")
+        for i in range(1, len(self.phases)):
+            if self.phases[i].start <= self.phases[i - 1].start:
+                out.append(f"objective.phases[{i}].start: starts must increase, got {self.phases[i].start} "
+                           f"after {self.phases[i - 1].start}")
+        return out
+
+    def label(self) -> str:
+        """"mle>conditional@0.2": the phases' objectives, each with its start after the first."""
+        return ">".join(p.objective.name + (f"@{p.start:g}" if i else "") for i, p in enumerate(self.phases))
+
+
+def phases_of(objective) -> list[tuple[float, Section]]:
+    """[(start, objective config)] of a run's objective: its phases, or the objective alone from 0."""
+    if objective.name == SCHEDULE:
+        return [(p.start, p.objective) for p in objective.phases]
+    return [(0.0, objective)]
+
+
+def phase_first_steps(starts: list[float], max_steps: int) -> list[int]:
+    """Each phase's first optimizer step (0-based): the step nearest start x max_steps."""
+    return [round(s * max_steps) for s in starts]
+
+
+def schedule_problems(objective, max_steps: int) -> list[str]:
+    """A phase shorter than one optimizer step of the run's `max_steps` ("key: message" each)."""
+    if objective.name != SCHEDULE or objective.problems():
+        return []  # starts out of order are named by ScheduleConfig.problems
+    firsts = phase_first_steps([p.start for p in objective.phases], max_steps) + [max_steps]
+    return [f"objective.phases[{i}].start: the phase from {objective.phases[i].start:g} covers no optimizer step "
+            f"of the run's {max_steps} (steps {firsts[i]} to {firsts[i + 1]}); lengthen it or raise "
+            "training.num_tokens" for i in range(len(objective.phases)) if firsts[i + 1] <= firsts[i]]
+
+
+#: a run's `objective`: one objective, or a schedule of them
+RunObjectiveConfig = Annotated[Union[(*get_args(get_args(ObjectiveConfig)[0]), ScheduleConfig)],
+                               Field(discriminator="name")]
 
 
 def conditioning_problems(objectives, num_attributes: int, decoding) -> list[str]:

@@ -510,6 +510,58 @@ def _finetune_section(doc: _Doc, groups: list[dict]) -> None:
     doc.table(["finetuned", "from the start", *DIFFERENCE_HEADERS], table, text_cols=3)
 
 
+def timing_rows(groups: list[dict]) -> list[tuple[dict, float, str]]:
+    """(group, start point, how) of the intervention-timing comparison (`phf sweep --start-at`):
+    each run trained MLE until s of its budget then an objective in one run (an objective
+    schedule), the run of that objective from the first token (s = 0), and its finetuning
+    run (a checkpoint of MLE, then the objective with a new optimizer: s = the MLE share),
+    by objective and start point. Empty when no run has such a schedule."""
+    summaries = [read_json(RunFiles(g["dirs"][0]).train_summary) or {} for g in groups]
+    out = []
+    for g, summary in zip(groups, summaries):
+        phases = summary.get("schedule") or []
+        if len(phases) == 2 and phases[0]["objective"] == "mle":
+            out.append((g, phases[1]["start"], phases[1]["objective"], "MLE, then the objective (one run)"))
+    objectives = {o for _, _, o, _ in out}
+    tokens = {g["num_tokens"] for g, _, _, _ in out}
+    for g, summary in zip(groups, summaries):
+        if summary.get("schedule") or g["objective"] not in objectives:
+            continue
+        before = _tokens_before(g["dirs"][0])
+        if not before and g["num_tokens"] in tokens:
+            out.append((g, 0.0, g["objective"], "the objective from the first token"))
+        elif before and g["num_tokens"] and before + g["num_tokens"] in tokens:
+            out.append((g, before / (before + g["num_tokens"]), g["objective"], "MLE, then finetuning (new optimizer)"))
+    if not out:
+        return []
+    return [(g, start, how) for g, start, _, how in sorted(out, key=lambda x: (x[2], x[1], "finetuning" in x[3]))]
+
+
+def _timing_section(doc: _Doc, groups: list[dict]) -> None:
+    rows = timing_rows(groups)
+    if not rows:
+        return
+    ref = mle_group(groups)
+    diffs = differences(groups)
+    cols = [c for c in STAT_COLUMNS if c[1] != "hit_rate" and any(g["stats"][c[1]]["mean"] is not None
+                                                                  for g, _, _ in rows)]
+    doc.heading("Intervention timing")
+    doc.para("When the feedback starts: MLE until the start point (a fraction of the token budget), then the "
+             "objective, in one run with one optimizer and one learning-rate schedule (`phf sweep --start-at`); "
+             "start 0 is the objective from the first token, and a finetuning row continues an MLE checkpoint "
+             "with a new optimizer and schedule. Every row has the same total token budget. Intervals and tests "
+             "as in the run table" + (f"; the last column tests each against MLE (`{ref['label']}`)." if ref else "."))
+    headers = ["run", "objective", "start point", "how", "seeds"] + [h for h, _, _ in cols]
+    table = []
+    for g, start, how in rows:
+        row = [g["label"], _cell(g["objective"], "{}"), f"{start:g}", how, str(len(g["rows"]))]
+        row += [_stat_cell(g["stats"][k], f) for _, k, f in cols]
+        if ref is not None:
+            row.append(_verdicts([d for d in diffs if d[0] is g and d[1] in {k for _, k, _ in cols}]))
+        table.append(row)
+    doc.table(headers + (["vs MLE (95%)"] if ref is not None else []), table, text_cols=4)
+
+
 def _each_run_section(doc: _Doc, rows: list[dict], labels: list[str]) -> None:
     """Every (run, seed) on its own row, with its within-run intervals."""
     doc.heading("Each run and seed")
@@ -550,14 +602,17 @@ def _mean_curve(curves: list[list[dict]], keys: list[str]) -> list[dict]:
 
 def _curves_section(doc: _Doc, groups: list[dict]) -> None:
     keys_all = ["eval/misalignment", "eval/heldout_loss"]
-    metrics = {}
+    metrics, switches = {}, []  # switches: the curves of schedule phases after the first
     for g in groups:
         curves = []
         for d in g["dirs"]:
             offset = _tokens_before(d)
             curves.append([{**r, "tokens_seen": r["tokens_seen"] + offset} if isinstance(r.get("tokens_seen"), int)
                            else r for r in _read_jsonl(RunFiles(d).metrics)])
-        metrics[g["label"]] = curves[0] if len(curves) == 1 else _mean_curve(curves, keys_all)
+        rows = curves[0] if len(curves) == 1 else _mean_curve(curves, [*keys_all, "phase"])
+        series = _phase_series(g["label"], rows, g["dirs"][0])
+        metrics.update(series)
+        switches += list(series)[1:]
     seeded = any(len(g["dirs"]) > 1 for g in groups)
     keys = [k for k in keys_all if any(k in row for rows in metrics.values() for row in rows)]
     if not keys:
@@ -573,8 +628,26 @@ def _curves_section(doc: _Doc, groups: list[dict]) -> None:
               + ("; a run with several seeds: the mean over its seeds" if seeded else "")
               + ") against the tokens seen so far "
               "(a finetuning run's count starts where its starting checkpoint's training ended); "
+              + (f"a run with an objective schedule is one line per phase, the next starting at the switch "
+                 f"({', '.join(switches)}); " if switches else "")
               + f"y axes log where a panel's values are all above 0 and span a factor of {LOG_MIN_RATIO:g} or more, "
               "else linear.")
+
+
+def _phase_series(label: str, rows: list[dict], run_dir: Path) -> dict[str, list[dict]]:
+    """{curve label: rows}: the run's one curve, or one per phase of its objective schedule
+    (train_summary.json's "schedule"; each row names its phase), each phase's curve starting
+    at the previous phase's last evaluation, so that the switch shows where the lines meet."""
+    schedule = (read_json(RunFiles(run_dir).train_summary) or {}).get("schedule") or []
+    if len(schedule) < 2 or not any("phase" in r for r in rows):
+        return {label: rows}
+    out, before = {}, []
+    for i, phase in enumerate(schedule):
+        part = [r for r in rows if r.get("phase") == i]
+        name = f"{label}: {phase['objective']}" + (f" from {phase['start']:g}" if i else "")
+        out[name] = before[-1:] + part
+        before = [r for r in part if any(k.startswith("eval/") for k in r)] or before
+    return out
 
 
 def _scenarios_section(doc: _Doc, groups: list[dict]) -> list[str]:
@@ -743,6 +816,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str = "phf 
         doc.para(note)
     _differences_section(doc, groups)
     _finetune_section(doc, groups)
+    _timing_section(doc, groups)
     _pareto_section(doc, groups)
     if seeded:
         _each_run_section(doc, rows, labels)

@@ -18,6 +18,12 @@ one-seed sweep keeps `out_dir/<run>`, and a later sweep with more seeds takes su
 folder as its seed's run where it is (its config.yaml says which seed it is), so it is
 not trained again. A finetuning run starts from the MLE run of its own seed.
 
+Intervention timing (`phf sweep --start-at 0,0.2,0.6`): next to MLE, one run per
+objective and start point s: MLE until s of the token budget, then the objective, in one
+run (one optimizer, one learning-rate schedule: `objective.name: schedule`); s = 0 is
+the objective from the first token. The report's "intervention timing" section puts
+them side by side, with the finetuning row (a new optimizer after MLE) when there is one.
+
 KL: when MLE is among the runs, each run of a seed is evaluated with
 KL(MLE of that seed || run) (eval.kl_reference), so the report can plot misalignment
 against KL as well as against held-out loss; runs evaluated before without KL get it
@@ -32,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from phf.config import CONFIG_DIR, Config, load_config, parse_override
+from phf.config import CONFIG_DIR, OBJECTIVES, Config, load_config, merged_settings, parse_override
 from phf.data.scoring import score_dataset, summary_path
 from phf.errors import ConfigError
 from phf.evaluation.evaluate import add_kl, evaluate_run
@@ -63,18 +69,57 @@ class SweepRun:
     start_from: str | None = None
     #: config overrides of this run only
     overrides: tuple[str, ...] = ()
+    #: MLE until this fraction of the budget, then `objective`, in one run (0: `objective` from the start)
+    start_at: float | None = None
 
 
-def plan(objectives: tuple[str, ...], finetune: str | None = None, finetune_fraction: float = 0.5) -> list[SweepRun]:
+def plan(objectives: tuple[str, ...], finetune: str | None = None, finetune_fraction: float = 0.5,
+         start_at: list[float] | None = None) -> list[SweepRun]:
     """The runs of a sweep, MLE first (it is the other runs' KL reference). Finetuning with
     feedback = MLE on (1 - f) of the budget, then `finetune` on the remaining f, so its
-    total budget equals the pretraining runs'."""
-    runs = [SweepRun(o, o) for o in sorted(objectives, key=lambda o: o != "mle")]
+    total budget equals the pretraining runs'. `start_at`: instead of one run per
+    objective, one per objective and start point (`<objective>@<start>`), next to MLE."""
+    check_objective_names(objectives, finetune)
+    if start_at:
+        runs = [SweepRun("mle", "mle")] + [SweepRun(f"{o}@{s:g}", o, start_at=s)
+                                           for o in objectives if o != "mle" for s in start_at]
+    else:
+        runs = [SweepRun(o, o) for o in sorted(objectives, key=lambda o: o != "mle")]
     if finetune:
         pre = f"mle-{round(100 * (1 - finetune_fraction))}pct"
         runs += [SweepRun(pre, "mle", 1 - finetune_fraction),
                  SweepRun(f"mle+{finetune}-finetune", finetune, finetune_fraction, start_from=pre)]
     return runs
+
+
+def check_objective_names(objectives, finetune: str | None = None) -> None:
+    """A ConfigError naming each --objectives / --finetune name that is not an objective
+    (before any data is read)."""
+    named = [("--objectives", o) for o in objectives] + ([("--finetune", finetune)] if finetune else [])
+    problems = [f"{flag}: {name!r} is not an objective ({', '.join(OBJECTIVES)})"
+                for flag, name in named if name not in OBJECTIVES]
+    if problems:
+        raise ConfigError(problems)
+
+
+def parse_start_at(text: str) -> list[float]:
+    """`--start-at 0,0.2,0.6`: distinct fractions of the token budget in [0, 1), in order."""
+    try:
+        starts = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        starts = []
+    if not starts or len(set(starts)) != len(starts) or not all(0 <= s < 1 for s in starts):
+        raise ConfigError(f"--start-at {text!r}: expected distinct fractions of the token budget in [0, 1), "
+                          "comma-separated (e.g. 0,0.2,0.6)")
+    return sorted(starts)
+
+
+def start_at_override(objective: str, task: str, start: float) -> str:
+    """The `objective=` override of a start-point run: MLE until `start`, then `objective`
+    with the settings of its config file for the task (`objective_config`)."""
+    settings = merged_settings([objective_config(objective, task)]).get("objective") or {"name": objective}
+    phases = [{"start": 0.0, "objective": {"name": "mle"}}, {"start": start, "objective": settings}]
+    return "objective=" + json.dumps({"name": "schedule", "phases": phases})
 
 
 def objective_config(objective: str, task: str) -> str:
@@ -183,8 +228,11 @@ def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (
     sweep's and the run's overrides, then its folder (default `out_dir/<name>`), budget
     share and start (`start_dir`, default `out_dir/<start_from>`). A user's
     data.scored_path and tokenizer.path are kept (`scored_corpus`)."""
-    files = [task_config(task, scale), objective_config(run.objective, task), f"models/{model}"]
-    overrides = [*overrides, *run.overrides]
+    scheduled = bool(run.start_at)  # MLE first, then the objective: its file's settings go into the phase
+    files = [task_config(task, scale), objective_config("mle" if scheduled else run.objective, task),
+             f"models/{model}"]
+    overrides = [*overrides, *run.overrides] + ([start_at_override(run.objective, task, run.start_at)]
+                                                if scheduled else [])
     files += ([scale] if scale else []) + list(extra_configs)
     base = load_config(files, overrides)
     scored, given = scored_corpus(out_dir, overrides)
@@ -201,22 +249,25 @@ def run_config(task: str, out_dir: Path, run: SweepRun, overrides: list[str] = (
 def run_sweep(task: str = "pep8", out_dir: str | Path = "runs/demo", objectives=DEMO_OBJECTIVES,
               finetune: str | None = None, overrides: list[str] = (), model: str = "tiny",
               scale: str | None = "demo", title: str | None = None, seeds: list[int] | None = None,
-              extra_configs: tuple[str, ...] = ()) -> str:
+              extra_configs: tuple[str, ...] = (), start_at: list[float] | None = None) -> str:
     """Run (or continue) a sweep in `out_dir` and write its report; returns the report.
 
     `seeds`: train and evaluate every run once per seed (see the module docstring);
     None: once, at the configured training.seed and eval.seed, in `out_dir/<run>`.
     `extra_configs`: config files applied after the scale (`phf sweep`: SWEEP_CONFIGS).
+    `start_at`: one run per objective and start point (see the module docstring).
     """
     out_dir = Path(out_dir)
     refuse_recipe_settings(overrides)  # before anything is written
+    runs = plan(tuple(objectives), finetune, start_at=start_at)
+    for run in runs[1:]:  # every run's config is checked before anything is written (a too short phase)
+        run_config(task, out_dir, run, overrides, model, scale, extra_configs=extra_configs)
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = _Timer(out_dir / "timings.json")
     t_start = time.time()
-    runs = plan(tuple(objectives), finetune)
     base = run_config(task, out_dir, runs[0], overrides, model, scale, extra_configs=extra_configs)
     attributes = list(base.task.attributes)
-    if len(attributes) > 1 and "conditional" in objectives:
+    if len(attributes) > 1 and "conditional" in objectives and not start_at:
         # next to conditional training on every attribute: one run per single attribute
         runs += [SweepRun(f"conditional-{a}", "conditional", overrides=(f"objective.attributes=[{a}]",))
                  for a in attributes]

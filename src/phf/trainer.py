@@ -24,6 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from phf.errors import SaveFailed
 from phf.objectives import Objective
 from phf.runfiles import write_json, write_text_atomic
+from phf.schedule import PhasedBlocks, PhaseSchedule
 
 
 #: the training arguments, as JSON, beside the model and in each checkpoint
@@ -34,14 +35,19 @@ class PHFTrainer(Trainer):
     # our objectives return per-batch means; Trainer divides by the accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, objective: Objective, tokens_per_step: int, **kwargs):
+    def __init__(self, *args, objective: Objective, tokens_per_step: int, schedule: PhaseSchedule | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        self.objective = objective
+        # an objective schedule: each phase's loss from its first step (`phf.schedule`)
+        self.schedule = schedule or PhaseSchedule([0], [objective], [objective.name])
         # with training.compile the loss is compiled too: the model's compiled forward ends
         # at the logits, and the cross-entropy over [B, T, vocab] in eager mode would write
         # its float32 copies out in full
-        self._loss = torch.compile(objective.__call__, dynamic=False) if self.args.torch_compile else objective
+        self._losses = [torch.compile(o.__call__, dynamic=False) if self.args.torch_compile else o
+                        for o in self.schedule.objectives]
         self.tokens_per_step = tokens_per_step
+        if schedule is not None:
+            self.add_callback(PhaseEndLogCallback(schedule))
         self._stats: dict[str, list[float]] = defaultdict(list)
         # the same bar (or, with tqdm off, printed lines), with log lines a person can read
         if self.pop_callback(ProgressCallback) is not None:
@@ -85,14 +91,31 @@ class PHFTrainer(Trainer):
                 + resume_hint(self.args.output_dir))
         return loss
 
+    @property
+    def phase(self) -> int:
+        """The schedule phase of the optimizer step being trained (global_step counts those done)."""
+        return self.schedule.phase_at(self.state.global_step)
+
+    @property
+    def objective(self) -> Objective:
+        """The loss of the step being trained (the run's one objective without a schedule)."""
+        return self.schedule.objectives[self.phase]
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if isinstance(dataset, PhasedBlocks):  # the run's order, laid out step by step
+            return dataset.sampler()
+        return super()._get_train_sampler(train_dataset)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         scores = inputs.get("token_scores")
-        need_values = self.objective.needs_value_head
+        phase = self.phase
+        need_values = self.schedule.objectives[phase].needs_value_head
         outputs = model(input_ids=inputs["input_ids"], output_hidden_states=need_values, use_cache=False)
         # computed inside the (wrapped) forward by the value head's hook, so DDP/FSDP/DeepSpeed see it
         values = outputs["token_values"] if need_values else None
-        result = self._loss(outputs.logits, labels, scores, values)
+        result = self._losses[phase](outputs.logits, labels, scores, values)
         if model.training:
             for k, v in result.stats.items():
                 self._stats[k].append(float(v))
@@ -138,6 +161,9 @@ class PHFTrainer(Trainer):
             for k, (total, count) in sums.items():
                 logs[f"objective/{k}"] = total / count
         logs["tokens_seen"] = self.state.global_step * self.tokens_per_step
+        if len(self.schedule.objectives) > 1:  # the phase of the last step done
+            phase = self.schedule.phase_at(max(self.state.global_step - 1, 0))
+            logs["phase"], logs["phase_objective"] = phase, self.schedule.names[phase]
         super().log(logs, *args, **kwargs)
 
 
@@ -160,6 +186,18 @@ def _merge_sums(parts: list[dict[str, tuple[float, int]]]) -> dict[str, tuple[fl
             t, n = merged.get(k, (0.0, 0))
             merged[k] = (t + total, n + count)
     return merged
+
+
+class PhaseEndLogCallback(TrainerCallback):
+    """Logs at the last step of every schedule phase, so that no logged loss averages
+    steps of two phases."""
+
+    def __init__(self, schedule: PhaseSchedule):
+        self.ends = set(schedule.first_steps[1:])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.ends:
+            control.should_log = True
 
 
 class TrainingDiverged(ValueError):
