@@ -11,7 +11,7 @@ import pytest
 from phf.config import load_config
 from phf.data.packing import PackSpec, PackedDataset, pack
 from phf.data.transforms import (BEST_SCORE_TEXT, add_control_tokens, add_objective_tokens, mark_segments,
-                                 quantile_bucket, score_text, transform_spec)
+                                 quantile_bucket, quantile_edges, score_text, transform_spec)
 from phf.errors import ConfigError
 from phf.evaluation.scenarios import conditioning
 from phf.objective_config import make_objective_config
@@ -75,9 +75,8 @@ def test_quantile_tokens_match_the_saved_edges(tiny_tokenizer, tmp_path):
     scored = _write_scored(tmp_path / "scored.jsonl", records)
     objective = make_objective_config("conditional", conditioning="quantiles", quantiles=3)
     transform = transform_spec(objective, TaskConfig(), scored)
-    all_scores = np.asarray([s for r in records for s in r.scores])
-    assert transform["quantiles"] == 3 and len(transform["edges"]) == 2
-    assert transform["edges"] == pytest.approx(np.quantile(all_scores, [1 / 3, 2 / 3]).tolist())
+    assert transform["quantiles"] == 3 and transform["edges"] == quantile_edges(records, 3)
+    assert len(transform["edges"]) == 2
     tok = _with_tokens(tiny_tokenizer, objective)
     buckets = tok.convert_tokens_to_ids(quantile_tokens(3))
     assert set(buckets) <= set(control_token_ids(tok).values())
@@ -96,6 +95,19 @@ def test_quantile_tokens_match_the_saved_edges(tiny_tokenizer, tmp_path):
     assert quantile_bucket(0.03, [0.0, 0.02]) == 2
     # generation: the best bucket, the others forbidden
     assert conditioning(tok) == {"prefix_text": "<|q0|>", "forbidden_texts": ["<|q1|>", "<|q2|>"]}
+
+
+def test_quantile_edges_are_equal_count_where_ties_allow():
+    rng = np.random.default_rng(0)
+    continuous = rng.random(4000)
+    edges = quantile_edges([ScoredRecord(list("x" * 4000), continuous.tolist(), 0.0)], 4)
+    assert edges == pytest.approx(np.quantile(continuous, [0.25, 0.5, 0.75]), abs=2e-3)  # the 4-quantiles
+    # a corpus mostly at 0 (PEP8, PII): the zeros are the best bucket, the rest split in three
+    scores = [0.0] * 800 + rng.random(300).tolist()
+    edges = quantile_edges([ScoredRecord(["x"] * len(scores), scores, 0.0)], 4)
+    buckets = np.bincount([quantile_bucket(v, edges) for v in scores], minlength=4)
+    assert edges[0] == 0.0 and buckets[0] == 800 and all(abs(n - 100) <= 2 for n in buckets[1:])
+    assert quantile_edges([ScoredRecord(["x"] * 5, [0.0] * 5, 0.0)], 4) == []  # one score: one bucket
 
 
 def test_score_text_prefixes_are_masked_from_the_loss(tiny_tokenizer, tmp_path):

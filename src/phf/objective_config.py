@@ -53,9 +53,9 @@ class ConditionalConfig(_Thresholded):
     conditioning: Literal["tokens", "quantiles", "score-text"] = "tokens"
     """What marks each segment. tokens (the paper): <|aligned|>/<|misaligned|>, split at the
     threshold. quantiles (Quark, beyond the paper): K tokens <|q0|>..<|qK-1|>, one per
-    bucket of the corpus's segment scores (<|q0|> the best), the bucket edges computed once
-    at train time and saved with the run; generation conditions on <|q0|> and forbids the
-    others. score-text (beyond the paper): the segment's score written before it, e.g.
+    bucket of the corpus's segment scores, equal in count as ties allow (<|q0|> the best),
+    the bucket edges computed once at train time and saved with the run; generation
+    conditions on <|q0|> and forbids the others. score-text (beyond the paper): the segment's score written before it, e.g.
     "<0.25>", left out of the loss; generation conditions on "<0>". The threshold and
     multi-attribute tasks apply to tokens only."""
     quantiles: int | None = None

@@ -14,8 +14,8 @@ filtering, segment scores for conditional training and the loss-side objectives)
 
 Beyond the paper (`objective.conditioning`, `objective.hide`; docs/PARITY.md):
 
-* conditional, quantiles — the control token is the segment's bucket among K quantiles
-  of the corpus's segment scores, <|q0|> (best) to <|qK-1|>;
+* conditional, quantiles — the control token is the segment's bucket among K buckets
+  of the corpus's segment scores (equal in count as ties allow), <|q0|> (best) to <|qK-1|>;
 * conditional, score-text — the segment's score written before it ("<0.25>"), as a
   segment of its own whose tokens get no loss (score NaN in the packed blocks);
 * mask, hide — each segment above the threshold is replaced by one <|hidden|> token.
@@ -121,12 +121,23 @@ def add_objective_tokens(tokenizer, objective, attributes: list[str] | None = No
 
 def quantile_edges(records: Iterable[ScoredRecord], k: int, combine: str = "max",
                    weights: dict | None = None) -> list[float]:
-    """The K - 1 inner edges of K equal-count buckets of the segment scores over `records`."""
-    values = [s for r in records for s in r.segment_scores(combine, weights)]
-    if not values:
+    """The inner edges of K buckets of the segment scores over `records`, as equal in
+    count as ties allow: each edge is the 1/(K - i) quantile of the scores above the
+    previous edge. Without ties these are the K-quantiles; where many scores tie (PEP8 and
+    PII corpora are mostly 0) the tied scores fill the better bucket and the remaining
+    buckets split the rest equally, instead of collapsing onto one edge. Fewer than K - 1
+    edges when the scores run out (a corpus of one score: none)."""
+    values = np.sort(np.asarray([s for r in records for s in r.segment_scores(combine, weights)], dtype=np.float64))
+    if not len(values):
         raise ValueError("cannot compute quantile edges over an empty corpus")
-    qs = np.quantile(np.asarray(values, dtype=np.float64), [i / k for i in range(1, k)])
-    return [float(q) for q in qs]
+    edges: list[float] = []
+    for i in range(k - 1):
+        edge = float(np.quantile(values, 1 / (k - i)))
+        values = values[values > edge]
+        if not len(values):
+            break
+        edges.append(edge)
+    return edges
 
 
 def transform_spec(objective, task: TaskConfig, scored_path, on_bad: str = "error") -> dict:
