@@ -198,7 +198,7 @@ def test_a_run_of_each_form_trains_saves_its_form_and_conditions_generation(tmp_
     assert results["heldout_loss"] > 0
 
 
-def test_the_sweep_runs_each_form_from_its_objective_config(tmp_path):
+def test_each_forms_objective_config_gives_a_sweep_runs_settings(tmp_path):
     from phf.sweep import SweepRun, run_config
 
     for name, check in {"conditional-quantiles": lambda o: o.conditioning == "quantiles" and o.num_quantiles == 4,
