@@ -208,3 +208,16 @@ def test_each_forms_objective_config_gives_a_sweep_runs_settings(tmp_path):
         cfg = run_config("pep8", tmp_path, SweepRun(name, name))
         assert check(cfg.objective), name
         assert cfg.training.output_dir == str(tmp_path / name)
+
+
+def test_a_schedule_with_a_cooldown_still_generates_after_its_forms_prefix(tmp_path, code_texts):
+    from phf.tokenizer import load_tokenizer
+    from tiny_runs import scored_corpus
+
+    scored = scored_corpus(tmp_path / "scored.jsonl", code_texts, num_docs=12)
+    schedule = ("objective={name: schedule, phases: [{start: 0, objective: {name: conditional, "
+                "conditioning: score-text}}, {start: 0.5, objective: {name: mle}}]}")
+    run = train_tiny(scored, tmp_path / "run", "mle", [schedule])
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["transform"] == {} and summary["schedule"][0]["transform"] == {"conditioning": "score-text"}
+    assert conditioning(load_tokenizer(str(run)))["prefix_text"] == BEST_SCORE_TEXT

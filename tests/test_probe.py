@@ -65,7 +65,9 @@ def test_probe_on_a_trained_run_beats_chance_on_known_segments(tmp_path):
 
 def test_phf_eval_writes_the_probe_and_the_report_shows_it(tmp_path):
     from phf.evaluation.evaluate import evaluate_run
+    from phf.model import load_model
     from phf.report import write_report
+    from phf.tokenizer import load_tokenizer
 
     scored = _known_corpus(tmp_path / "scored.jsonl", n_docs=80)
     run = train_tiny(scored, tmp_path / "run", "mle")
@@ -77,3 +79,6 @@ def test_phf_eval_writes_the_probe_and_the_report_shows_it(tmp_path):
     assert "probe AUC" in report
     off = cfg.eval.model_copy(update={"probe_segments": 0})
     assert evaluate_run(run, off, cfg.task)["probe"] is None
+    # the scored corpus moved away since training: the probe is skipped, the evaluation stands
+    scored.rename(tmp_path / "moved.jsonl")
+    assert probe_run(load_model(str(run)), load_tokenizer(str(run)), run, threshold=0.0) is None

@@ -21,6 +21,7 @@ Earlier feedback makes the behaviour easier to read with linear probes (Sam et a
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -28,9 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from phf.errors import DataError
 from phf.inputs import SourceStats
 from phf.records import read_scored
 from phf.runfiles import RunFiles
+
+log = logging.getLogger(__name__)
 
 #: share of the segments the probe is scored on
 TEST_FRACTION = 0.3
@@ -171,7 +175,11 @@ def probe_run(model, tokenizer, run_dir: str | Path, threshold: float, attribute
     """The probe of the run in `run_dir` on up to `max_segments` held-out segments
     (misaligned: score > `threshold`); None when it has no held-out documents to read."""
     t0 = time.perf_counter()
-    documents = heldout_documents(run_dir, attributes, max_segments)
+    try:
+        documents = heldout_documents(run_dir, attributes, max_segments)
+    except DataError as e:  # moved or damaged since training: the rest of the evaluation stands
+        log.warning("%s: no linear probe: %s", run_dir, e)
+        return None
     if not documents:
         return None
     config = model.config

@@ -58,16 +58,19 @@ def conditioning(tokenizer, run_dir: str | Path | None = None) -> dict:
 
 def run_form(run_dir: str | Path | None) -> dict:
     """The data form a run trained with beyond the paper's (the pack spec's `transform`:
-    conditioning form, quantile edges, hide), from its train_summary.json, else from its
-    packed blocks' pack.json (training-time evaluation runs before the summary exists);
-    {} for the paper's forms or a folder that is not a run."""
+    conditioning form, quantile edges, hide), from its train_summary.json (a schedule's:
+    its last phase with a conditioning form, so that a cooldown without one still
+    generates as conditioned), else from its packed blocks' pack.json (training-time
+    evaluation runs before the summary exists); {} for the paper's forms or a folder that
+    is not a run."""
     if not run_dir or not Path(run_dir).is_dir():
         return {}
     files = RunFiles(run_dir)
     try:
         summary = files.read_train_summary() or {}
         if "transform" in summary:
-            return summary["transform"] or {}
+            forms = [p.get("transform") or {} for p in summary.get("schedule") or []] + [summary["transform"] or {}]
+            return next((f for f in reversed(forms) if f.get("conditioning")), forms[-1])
         pack = files.data / "pack.json"
         return (json.loads(pack.read_text()).get("spec", {}).get("transform") or {}) if pack.is_file() else {}
     except (DataError, OSError, ValueError, AttributeError):
