@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-BENCHMARKS = ("scoring", "packing", "sampling", "decoding", "train_throughput", "objective_overhead", "mfu",
-              "ray_scoring")
+BENCHMARKS = ("scoring", "packing", "sampling", "decoding", "train_throughput", "objective_overhead",
+              "schedule_overhead", "mfu", "ray_scoring")
 SCRIPTS = {name: f"bench/{name}.py" for name in BENCHMARKS} | {"demo": "bench/demo_time.py",
                                                                "gpu_mfu": "bench/gpu_mfu.py"}
 
@@ -105,6 +105,11 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str]]:
             out.append((f"objective overhead, {obj} vs MLE (tiny)",
                         f"{fx(v['median'], 3)} (range {v['min']:.3f}-{v['max']:.3f}, n={v['n']})", ">= 0.95x",
                         met(v["median"] >= 0.95)))
+    elif name == "schedule_overhead":
+        v, t = r["ratio"], r["tokens_per_s"]
+        out.append((f"objective schedule overhead, MLE then conditional vs conditional (tiny, batch {r['batch_size']})",
+                    f"{fx(v['median'], 3)} ({t['scheduled']['median']:.0f} vs {t['unscheduled']['median']:.0f} "
+                    f"tok/s; range {v['min']:.3f}-{v['max']:.3f}, n={v['n']})", ">= 0.95x", met(r["met"])))
     elif name == "scoring":
         m = r["MB_per_s"]
         out.append((f"PEP8 corpus scoring, pep8-ruff via score_corpus ({r['corpus']['MB']} MB stdlib)",
