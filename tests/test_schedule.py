@@ -223,3 +223,13 @@ def test_sweep_start_at_refuses_an_unknown_objective_before_reading_data(tmp_pat
     assert main(["sweep", "--start-at", "0.2,0.2", "--out", str(tmp_path / "s")]) == 2
     assert "--start-at '0.2,0.2': expected distinct fractions" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("name, label", [("mle-then-conditional", "mle>conditional@0.2"),
+                                         ("conditional-cooldown", "conditional>conditional@0.9")])
+def test_the_schedule_configs_load_and_phf_config_documents_the_phases(name, label):
+    from phf.config import describe
+
+    cfg = load_config(["tasks/pep8", f"objectives/{name}", "models/tiny"])
+    assert cfg.objective.label() == label
+    assert "each {start, objective}: start, a fraction of training.num_tokens" in describe(cfg)

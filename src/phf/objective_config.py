@@ -198,7 +198,10 @@ class ScheduleConfig(Section):
 
     name: Literal["schedule"] = "schedule"
     phases: list[Phase] = Field(min_length=1)
-    """The phases, in order of their starts (0 first)."""
+    """The phases, each {start, objective}: start, a fraction of training.num_tokens in
+    [0, 1), the first 0 and increasing, each phase at least one optimizer step long (its
+    first step is the one nearest start x the run's steps); objective, an objective and
+    its settings as for `objective` (not a schedule)."""
 
     def problems(self) -> list[str]:
         out = [p.replace("objective.", f"objective.phases[{i}].objective.", 1)
