@@ -5,7 +5,6 @@ import json
 import random
 
 import numpy as np
-import pytest
 
 from phf.evaluation.probe import auc, fit_probe, heldout_documents, probe_run
 
