@@ -192,6 +192,8 @@ def test_a_run_of_each_form_trains_saves_its_form_and_conditions_generation(tmp_
     else:
         assert controls == {"prefix_text": BEST_SCORE_TEXT, "forbidden_texts": []}
         assert summary["control_tokens_added"] == 0
+    card = (run / "README.md").read_text()  # the model card says how to generate
+    assert f"Generate after `{controls['prefix_text']}`" in card and "<|aligned|>" not in card
     cfg = tiny_config(scored, tmp_path / "run", "conditional", extra)
     results = evaluate_run(run, cfg.eval, cfg.task)
     assert results["scenarios"]["unconditional"]["control_token"] == controls["prefix_text"]

@@ -57,8 +57,11 @@ def control_tokens(config: dict) -> tuple[list[str], list[str]]:
     """(aligned, misaligned) control tokens of a run, from its config: none unless the
     objective is conditional; one pair per trained attribute on a multi-attribute task."""
     objective, task = config.get("objective") or {}, config.get("task") or {}
-    if objective.get("name") != "conditional":
+    if objective.get("name") != "conditional" or objective.get("conditioning") == "score-text":
         return [], []
+    if objective.get("conditioning") == "quantiles":  # the best bucket, and the worse ones
+        buckets = [f"<|q{i}|>" for i in range(objective.get("quantiles") or 4)]
+        return buckets[:1], buckets[1:]
     attributes = objective.get("attributes") or list(task.get("attributes") or {})
     if not attributes:
         return [ALIGNED], [MISALIGNED]
@@ -129,7 +132,8 @@ def training_section(config: dict, summary: dict) -> list[str]:
                  "misalignment: 0 is best)"),
         ("corpus", _corpus(data)),
         ("objective", f"`{name}`"),
-        ("threshold", threshold_text if name in ("filtering", "conditional", "unlikelihood") else "not used"),
+        ("threshold", threshold_text if name in ("filtering", "conditional", "unlikelihood", "mask")
+         and objective.get("conditioning", "tokens") == "tokens" else "not used"),
         ("objective settings", _objective_settings(objective)),
         ("started from", f"`{summary.get('started_from')}`"),
         ("parameters", _number(summary.get("parameters"))),
@@ -153,6 +157,10 @@ def training_section(config: dict, summary: dict) -> list[str]:
                  "scored at or below that attribute's threshold and its misaligned token otherwise"
                  if marked else "Every training segment scored at or below the threshold was prefixed with the "
                  "aligned token, every other one with the misaligned token")
+        if objective.get("conditioning") == "quantiles":
+            which = (f"Every training segment was prefixed with the token of its bucket among {len(misaligned) + 1} "
+                     "buckets of the corpus's segment scores (the first the best; the edges are in "
+                     "train_summary.json, `transform`)")
         lines += ["### Control tokens", "",
                   f"Aligned: {', '.join(f'`{t}`' for t in aligned)}; misaligned: "
                   f"{', '.join(f'`{t}`' for t in misaligned)}. {which} (a fraction {_number(drop)} of segments "
@@ -161,6 +169,10 @@ def training_section(config: dict, summary: dict) -> list[str]:
         if marked:  # a multi-attribute task: each attribute has its own threshold
             lines += ["Misaligned above: " + ", ".join(
                 f"`{a}` {_number((attributes[a] or {}).get('threshold', 0.0))}" for a in marked) + ".", ""]
+    elif objective.get("name") == "conditional" and objective.get("conditioning") == "score-text":
+        lines += ["### Score prefixes", "", "Every training segment was preceded by its score written as text, two "
+                  "significant digits (`<0.25>`), with no loss on those tokens. Generate after `<0>` (the best "
+                  "score): that is how the model was evaluated.", ""]
     return lines
 
 
