@@ -198,6 +198,12 @@ def test_a_run_of_each_form_trains_saves_its_form_and_conditions_generation(tmp_
     results = evaluate_run(run, cfg.eval, cfg.task)
     assert results["scenarios"]["unconditional"]["control_token"] == controls["prefix_text"]
     assert results["heldout_loss"] > 0
+    # a decoding sweep gives this run the modes that need no aligned/misaligned pair only
+    from phf.decode_sweep import run_decode_sweep
+    from phf.evaluation.config import parse_decoding
+
+    run_decode_sweep(tmp_path, [parse_decoding("plain"), parse_decoding("retag")])
+    assert (run / "decoding" / "plain" / "results.json").exists() and not (run / "decoding" / "retag").exists()
 
 
 def test_each_forms_objective_config_gives_a_sweep_runs_settings(tmp_path):

@@ -5,7 +5,8 @@
 After the sweep (which skips what it has already trained and evaluated), every run of
 every seed is evaluated under each mode into `<run>/decoding/<mode>/` (results.json and
 samples; nothing is trained again, and a finished mode is not evaluated again). Modes
-that use the control tokens are run on conditional-training runs only; plain and rerank
+that use the control tokens are run on conditional-training runs with the paper's tokens
+only (not under another `objective.conditioning`); plain and rerank
 by the scorer on every run, so MLE + rerank is the inference-time baseline.
 
 Each mode's evaluation uses the run's own config.yaml plus the sweep's `eval.*`
@@ -83,8 +84,9 @@ def run_decode_sweep(out_dir: str | Path, decodings: list[DecodingConfig], eval_
     rows = []
     for run_dir, cfg, name, seed in runs:
         for decoding in decodings:
-            if decoding.uses_tags and cfg.objective.name != "conditional":
-                continue
+            if decoding.uses_tags and (cfg.objective.name != "conditional"
+                                       or getattr(cfg.objective, "conditioning", "tokens") != "tokens"):
+                continue  # no <|aligned|>/<|misaligned|> pair to use
             target = mode_dir(run_dir, decoding)
             if not RunFiles(target).results.exists():
                 e = cfg.eval.model_copy(update={"decoding": decoding, "kl_reference": None})
