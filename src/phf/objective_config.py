@@ -55,9 +55,9 @@ class ConditionalConfig(_Thresholded):
     threshold. quantiles (Quark, beyond the paper): K tokens <|q0|>..<|qK-1|>, one per
     bucket of the corpus's segment scores, equal in count as ties allow (<|q0|> the best),
     the bucket edges computed once at train time and saved with the run; generation
-    conditions on <|q0|> and forbids the others. score-text (beyond the paper): the segment's score written before it, e.g.
-    "<0.25>", left out of the loss; generation conditions on "<0>". The threshold and
-    multi-attribute tasks apply to tokens only."""
+    conditions on <|q0|> and forbids the others. score-text (beyond the paper): the
+    segment's score written before it, e.g. "<0.25>", left out of the loss; generation
+    conditions on "<0>". The threshold and multi-attribute tasks apply to tokens only."""
     quantiles: int | None = None
     """conditioning: quantiles: K, the number of buckets (at least 2; null: 4)."""
 

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 TEST_FRACTION = 0.3
 
 
-def heldout_documents(run_dir: str | Path, attributes=(), max_segments: int = 2000) -> list[tuple[list[str], list[float]]]:
+def heldout_documents(run_dir: str | Path, attributes=(),
+                      max_segments: int = 2000) -> list[tuple[list[str], list[float]]]:
     """(segments, combined scores) of the run's held-out documents, in corpus order, until
     `max_segments` segments; [] when the run packed no blocks of its own (phf pack shards)
     or its scored corpus is not where it trained from."""
@@ -75,7 +76,7 @@ def segment_features(model, tokenizer, documents: list[tuple[list[str], list[flo
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    rows, owners = [], []  # windows of token ids, and the (document, segment) of each token
+    rows, owners = [], []  # windows of token ids, and each token's segment (an index over all documents)
     seg_scores, first_segment = [], []
     for texts, scores in documents:
         first_segment.append(len(seg_scores))
@@ -108,7 +109,8 @@ def segment_features(model, tokenizer, documents: list[tuple[list[str], list[flo
     finally:
         model.train(was_training)
     seen = counts > 0
-    return (sums[torch.from_numpy(seen)] / torch.from_numpy(counts[seen])[:, None]).numpy(), np.asarray(seg_scores)[seen]
+    features = sums[torch.from_numpy(seen)] / torch.from_numpy(counts[seen])[:, None]
+    return features.numpy(), np.asarray(seg_scores)[seen]
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
