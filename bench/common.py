@@ -104,6 +104,20 @@ def quick_flag(argv=None) -> bool:
     return "--quick" in (argv if argv is not None else sys.argv[1:])
 
 
+def repeats_and_steps(description: str, argv, quick: tuple[int, int], full: tuple[int, int]) -> tuple[int, int]:
+    """--quick, --repeats N and --steps N of a training benchmark: (repeats, steps per run),
+    the `quick` or `full` defaults unless given."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    args = ap.parse_args(argv)
+    repeats, steps = quick if args.quick else full
+    return args.repeats or repeats, args.steps or steps
+
+
 # ---------------------------------------------------------------- fixtures
 
 def stdlib_texts(max_bytes: int) -> list[str]:

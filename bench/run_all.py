@@ -107,7 +107,8 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str]]:
                         met(v["median"] >= 0.95)))
     elif name == "schedule_overhead":
         v, t = r["ratio"], r["tokens_per_s"]
-        out.append((f"objective schedule overhead, MLE then conditional vs conditional (tiny, batch {r['batch_size']})",
+        out.append((f"objective schedule overhead, MLE then conditional vs conditional (tiny, batch {r['batch_size']}, "
+                    f"{r.get('torch_threads', 'all')} thread(s))",
                     f"{fx(v['median'], 3)} ({t['scheduled']['median']:.0f} vs {t['unscheduled']['median']:.0f} "
                     f"tok/s; range {v['min']:.3f}-{v['max']:.3f}, n={v['n']})", ">= 0.95x", met(r["met"])))
     elif name == "scoring":

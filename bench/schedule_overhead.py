@@ -6,18 +6,16 @@ vocabulary (the control tokens added). The scheduled run trains on `phf.schedule
 PhasedBlocks (the MLE blocks, then the conditional ones, laid out step by step by its
 sampler, the loss picked per phase); the unscheduled one on the conditional blocks with
 Trainer's own sampler. The two alternate within each repeat (rotating which goes
-first); each ratio is scheduled / unscheduled of the same repeat, reported as the
-median over repeats.
+first); a run's rate is that of its median step, each ratio is scheduled / unscheduled
+of the same repeat, reported as the median over repeats.
 
     .venv/bin/python bench/schedule_overhead.py [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,8 +26,8 @@ BATCH = 16
 
 
 def timed(scheduled: bool, mle_dir, cond_dir, tokenizer, warmup: int, steps: int) -> float:
-    """Tokens/s over the `steps` steps after `warmup`; the scheduled run switches at the
-    middle of the timed steps."""
+    """Tokens/s of the median of the `steps` steps after `warmup`; the scheduled run
+    switches at the middle of the timed steps."""
     from phf.data.packing import PackedDataset
     from phf.model import resize_for_new_tokens
     from phf.objectives import build_objective
@@ -53,17 +51,18 @@ def timed(scheduled: bool, mle_dir, cond_dir, tokenizer, warmup: int, steps: int
                              objective=loss, tokens_per_step=BATCH * shape["block_size"], schedule=schedule,
                              callbacks=[clock])
         trainer.train()
-    return steps * BATCH * shape["block_size"] / (clock.times[-1] - clock.times[warmup - 1])
+    # the median step: a burst of load from the machine's other jobs moves one step, not the rate
+    durations = [b - a for a, b in zip(clock.times[warmup - 1:], clock.times[warmup:])]
+    return BATCH * shape["block_size"] / common.median(durations)
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    args = ap.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
-    steps = args.steps or (2 if args.quick else 6)
+    import torch
+
+    repeats, steps = common.repeats_and_steps(__doc__.splitlines()[0], argv, quick=(1, 2), full=(3, 5))
+    # one thread: on the shared 2-core machine two threads' step times swing with the other
+    # jobs' load far more than one thread's (measured: 0.79x-1.51x ratios with 2, +-2% with 1)
+    torch.set_num_threads(1)
     warmup = 1
     # 1 MB of the scored stdlib corpus: ~1,000 blocks, more than a run draws
     mle_dir, _ = common.packed("mle", "tiny", max_bytes=1_000_000)
@@ -84,7 +83,7 @@ def main(argv=None) -> dict:
         print(f"repeat {r}: " + ", ".join(f"{k} {v:.0f}" for k, v in this.items())
               + f" tok/s, ratio {ratios[-1]:.3f}", flush=True)
     result = {
-        "preset": "tiny", "batch_size": BATCH, "steps_per_run": steps, "warmup_steps": warmup,
+        "preset": "tiny", "batch_size": BATCH, "torch_threads": 1, "steps_per_run": steps, "warmup_steps": warmup,
         "schedule": "mle, then conditional from the middle of the timed steps",
         "tokens_per_s": {k: common.summary(v) for k, v in tps.items()},
         "ratio": common.summary(ratios), "target": ">= 0.95x unscheduled",

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_reliability_training import scored  # noqa: F401  (the fixture: 6 modules, every third line misaligned)
 from tiny_runs import tiny
 
 from phf.config import load_config
 from phf.errors import ConfigError
-from phf.scorers.segment import split_lines
 from phf.tokenizer import ALIGNED, MISALIGNED, load_tokenizer
 from phf.trainer import PHFTrainer
 
@@ -23,17 +23,6 @@ TINY = tiny({"training.block_size": 32, "training.num_tokens": 5120, "training.s
              "data.heldout_fraction": 0.05})
 MLE_THEN_CONDITIONAL = "objective={name: schedule, phases: [{start: 0, objective: {name: mle}}, " \
                        "{start: 0.5, objective: {name: conditional, drop_token_fraction: 0}}]}"
-
-
-@pytest.fixture(scope="module")
-def scored(tmp_path_factory, code_texts):
-    path = tmp_path_factory.mktemp("scored") / "scored.jsonl"
-    with open(path, "w") as f:
-        for i, text in enumerate(code_texts[:6]):
-            lines = split_lines(text)
-            scores = [0.0 if j % 3 else 0.01 for j in range(len(lines))]
-            f.write(json.dumps({"texts": lines, "scores": scores}) + "\n")
-    return path
 
 
 def _config(scored, run, schedule=MLE_THEN_CONDITIONAL, extra=()):
@@ -233,3 +222,23 @@ def test_the_schedule_configs_load_and_phf_config_documents_the_phases(name, lab
     cfg = load_config(["tasks/pep8", f"objectives/{name}", "models/tiny"])
     assert cfg.objective.label() == label
     assert "each {start, objective}: start, a fraction of training.num_tokens" in describe(cfg)
+
+
+@pytest.mark.slow  # two processes of torchrun-like training over gloo
+def test_a_schedule_under_ddp_follows_the_one_process_trajectory(tmp_path, scored):
+    """MLE, then AWR (its value head unused in the first phase) on 2 processes: each step
+    takes its global batch from its own phase, so the losses and the final weights are
+    those of 1 process, and the switch is at the same step."""
+    from test_distributed import TINY as DIST, assert_same_params, assert_same_rows, launch, metrics, ranks
+
+    schedule = _phases((0, {"name": "mle"}), (0.5, {"name": "awr", "alpha": 0.5, "beta": 1.0}))
+    settings = ["tasks/pep8", "models/tiny", *DIST, schedule, f"data.scored_path={scored}",
+                "training.num_tokens=2048"]  # 16 steps of 4 x 32 tokens
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(1, one, settings)
+    launch(2, two, settings)
+    rows_1, rows_2 = metrics(one), metrics(two)
+    assert_same_rows(rows_1, rows_2)
+    assert {r["step"]: r["phase"] for r in rows_2 if "loss" in r} == {s: int(s > 8) for s in range(1, 17)}
+    assert all("objective/value_loss" in r for r in rows_2 if "loss" in r and r["step"] > 8)
+    assert_same_params(ranks(one, 1)[0]["after"], ranks(two, 1)[0]["after"])
