@@ -149,6 +149,19 @@ def test_bad_schedules_are_refused_at_config_time_with_the_key(tmp_path, scored,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_phase_too_short_for_the_launchs_replicas_is_refused_before_packing(tmp_path, scored, monkeypatch):
+    """Config time counts steps of training.effective_batch_size (20 here); 3 replicas of 4
+    sequences take 12 per step, so the run has 14 steps and the phase from 0.97 none."""
+    from phf.train import train
+
+    cfg = _config(scored, tmp_path / "run", _phases((0, {"name": "mle"}), (0.97, {"name": "conditional"})))
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match=r"objective.phases\[1\].start: the phase from 0.97 covers no optimizer "
+                                          "step of the run's 14"):
+        train(cfg)
+    assert not (tmp_path / "run" / "data").exists()
+
+
 def test_a_schedule_on_phf_pack_shards_is_refused(tmp_path, scored):
     with pytest.raises(ConfigError, match="data.packed_path: a schedule packs each phase's blocks"):
         _config(scored, tmp_path / "run", extra=[f"data.packed_path={tmp_path}"])

@@ -32,7 +32,8 @@ from phf.evaluation.callback import add_eval_callback
 from phf.evaluation.processors import aligned_generation_config
 from phf.model import build_model, count_parameters, resize_for_new_tokens
 from phf.model_config import ModelConfig, TokenizerConfig
-from phf.objective_config import SCHEDULE, phase_first_steps, phases_of
+from phf.errors import ConfigError
+from phf.objective_config import SCHEDULE, phase_first_steps, phases_of, schedule_problems
 from phf.objectives import objective_from_config
 from phf.inputs import SourceStats
 from phf.records import read_scored
@@ -205,6 +206,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, on_bad: str) -> Path:
     t0 = time.time()
     files, fingerprint, scorer = prepare_folder(cfg, resume, overwrite)
     steps = plan_steps(cfg.training)
+    if problems := schedule_problems(cfg.objective, steps.max_steps):  # with this launch's replicas
+        raise ConfigError(problems)
     args = training_arguments(cfg.training, files, steps)
     data = prepare_data(cfg, args, files, fingerprint, steps, resume, on_bad)
     model = prepare_model(cfg, data)
