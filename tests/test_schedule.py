@@ -255,3 +255,12 @@ def test_a_schedule_under_ddp_follows_the_one_process_trajectory(tmp_path, score
     assert {r["step"]: r["phase"] for r in rows_2 if "loss" in r} == {s: int(s > 8) for s in range(1, 17)}
     assert all("objective/value_loss" in r for r in rows_2 if "loss" in r and r["step"] > 8)
     assert_same_params(ranks(one, 1)[0]["after"], ranks(two, 1)[0]["after"])
+
+
+def test_phf_pack_refuses_a_schedule(tmp_path, scored, capsys):
+    from phf.cli import main
+
+    assert main(["pack", "tasks/pep8", "models/tiny", MLE_THEN_CONDITIONAL, f"data.scored_path={scored}",
+                 f"tokenizer.path={tmp_path}", "-o", str(tmp_path / "packed")]) == 2
+    assert "objective.name: phf pack packs one objective's blocks" in capsys.readouterr().err
+    assert not (tmp_path / "packed").exists()

@@ -105,6 +105,9 @@ def cmd_pack(args) -> int:
     out = args.out or cfg.data.packed_path
     if not out:
         raise ConfigError("phf pack: give the output folder (-o DIR or data.packed_path=DIR)")
+    if cfg.objective.name == "schedule":
+        raise ConfigError("objective.name: phf pack packs one objective's blocks, and a schedule trains each phase "
+                          "on its own; train the schedule from data.scored_path (phf train packs every phase)")
     tokenizer_path = cfg.model.path or cfg.tokenizer.path
     if not tokenizer_path:
         raise ConfigError("phf pack needs a trained tokenizer: set tokenizer.path (or model.path)")
