@@ -264,3 +264,17 @@ def test_phf_pack_refuses_a_schedule(tmp_path, scored, capsys):
                  f"tokenizer.path={tmp_path}", "-o", str(tmp_path / "packed")]) == 2
     assert "objective.name: phf pack packs one objective's blocks" in capsys.readouterr().err
     assert not (tmp_path / "packed").exists()
+
+
+def test_filtering_then_mle_filters_the_first_phase_only(tmp_path, scored):
+    from phf.runfiles import RunFiles
+    from phf.train import pack_phases, plan_steps, run_tokenizer
+
+    cfg = _config(scored, tmp_path / "run", _phases((0, {"name": "filtering", "percentile": 50}),
+                                                      (0.5, {"name": "mle"})))
+    files = RunFiles(tmp_path / "run")
+    tok = run_tokenizer(cfg, files, resume=False, is_main=True, on_bad="error")
+    phases = pack_phases(cfg, tok, plan_steps(cfg.training), files, is_main=True, on_bad="error")
+    stats = [json.loads((p.data_dir / "pack.json").read_text())["stats"] for p in phases]
+    assert stats[0]["filtered_documents"] > 0 and stats[1]["filtered_documents"] == 0
+    assert len(phases[0].data) < len(phases[1].data)
