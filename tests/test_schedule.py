@@ -278,3 +278,12 @@ def test_filtering_then_mle_filters_the_first_phase_only(tmp_path, scored):
     stats = [json.loads((p.data_dir / "pack.json").read_text())["stats"] for p in phases]
     assert stats[0]["filtered_documents"] > 0 and stats[1]["filtered_documents"] == 0
     assert len(phases[0].data) < len(phases[1].data)
+
+
+@pytest.mark.parametrize("objective, pair", [
+    ("objectives/mle-then-conditional", True), ("objectives/conditional-cooldown", True),
+    ("objectives/conditional", True), ("objectives/mle", False), ("objectives/conditional-quantiles", False)])
+def test_the_decoding_sweep_sees_the_tag_pair_of_a_schedule(objective, pair):
+    from phf.decode_sweep import has_tag_pair
+
+    assert has_tag_pair(load_config(["tasks/pep8", objective, "models/tiny"])) is pair

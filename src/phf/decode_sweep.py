@@ -30,6 +30,7 @@ from phf.config import Config, load_config
 from phf.evaluation.config import DecodingConfig, parse_decoding
 from phf.evaluation.evaluate import evaluate_run
 from phf.evaluation.intervals import compare, mean_ci
+from phf.objective_config import phases_of
 from phf.runfiles import RunFiles, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,13 @@ COLUMNS = (("misalignment", "misalignment ↓", ".5f"), ("expected_max", "expect
            ("samples_nll", "NLL under MLE ↓", ".3f"), ("distinct_2", "distinct-2 ↑", ".3f"),
            ("samples_per_second", "samples/s", ".1f"), ("tokens_per_sample", "tokens sampled per sample", ".0f"),
            ("resampled_share", "resampled segments", ".3f"))
+
+
+def has_tag_pair(cfg: Config) -> bool:
+    """Whether the run trained the <|aligned|>/<|misaligned|> pair: conditional training with
+    the paper's tokens, alone or as a phase of an objective schedule."""
+    return any(o.name == "conditional" and getattr(o, "conditioning", "tokens") == "tokens"
+               for _, o in phases_of(cfg.objective))
 
 
 def parse_decodings(text: str) -> list[DecodingConfig]:
@@ -84,8 +92,7 @@ def run_decode_sweep(out_dir: str | Path, decodings: list[DecodingConfig], eval_
     rows = []
     for run_dir, cfg, name, seed in runs:
         for decoding in decodings:
-            if decoding.uses_tags and (cfg.objective.name != "conditional"
-                                       or getattr(cfg.objective, "conditioning", "tokens") != "tokens"):
+            if decoding.uses_tags and not has_tag_pair(cfg):
                 continue  # no <|aligned|>/<|misaligned|> pair to use
             target = mode_dir(run_dir, decoding)
             if not RunFiles(target).results.exists():
