@@ -287,3 +287,11 @@ def test_the_decoding_sweep_sees_the_tag_pair_of_a_schedule(objective, pair):
     from phf.decode_sweep import has_tag_pair
 
     assert has_tag_pair(load_config(["tasks/pep8", objective, "models/tiny"])) is pair
+
+
+def test_the_model_card_names_the_control_tokens_of_a_conditional_phase():
+    from phf.card import control_tokens
+
+    for name, tokens in [("mle-then-conditional", ([ALIGNED], [MISALIGNED])), ("mle", ([], []))]:
+        cfg = load_config(["tasks/pep8", f"objectives/{name}", "models/tiny"])
+        assert control_tokens(cfg.to_dict()) == tokens

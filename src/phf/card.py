@@ -57,6 +57,9 @@ def control_tokens(config: dict) -> tuple[list[str], list[str]]:
     """(aligned, misaligned) control tokens of a run, from its config: none unless the
     objective is conditional; one pair per trained attribute on a multi-attribute task."""
     objective, task = config.get("objective") or {}, config.get("task") or {}
+    if objective.get("name") == "schedule":  # an objective schedule: the tokens of its conditional phase
+        phases = [p.get("objective") or {} for p in objective.get("phases") or []]
+        objective = next((o for o in reversed(phases) if o.get("name") == "conditional"), {})
     if objective.get("name") != "conditional" or objective.get("conditioning") == "score-text":
         return [], []
     if objective.get("conditioning") == "quantiles":  # the best bucket, and the worse ones
