@@ -295,3 +295,13 @@ def test_the_model_card_names_the_control_tokens_of_a_conditional_phase():
     for name, tokens in [("mle-then-conditional", ([ALIGNED], [MISALIGNED])), ("mle", ([], []))]:
         cfg = load_config(["tasks/pep8", f"objectives/{name}", "models/tiny"])
         assert control_tokens(cfg.to_dict()) == tokens
+
+
+def test_a_sweep_takes_objective_configs_by_name(tmp_path):
+    from phf.sweep import SweepRun, check_objective_names, run_config
+
+    check_objective_names(("mle", "conditional-cooldown", "conditional-quantiles"), "conditional")
+    cfg = run_config("pep8", tmp_path, SweepRun("conditional-cooldown", "conditional-cooldown"))
+    assert cfg.objective.label() == "conditional>conditional@0.9"
+    with pytest.raises(ConfigError, match="--objectives: 'conditional-cooldwn' is not an objective"):
+        check_objective_names(("conditional-cooldwn",))

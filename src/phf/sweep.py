@@ -93,11 +93,13 @@ def plan(objectives: tuple[str, ...], finetune: str | None = None, finetune_frac
 
 
 def check_objective_names(objectives, finetune: str | None = None) -> None:
-    """A ConfigError naming each --objectives / --finetune name that is not an objective
-    (before any data is read)."""
+    """A ConfigError naming each --objectives / --finetune name that is neither an objective
+    nor an objective config (`configs/objectives/<name>.yaml`: conditional-quantiles,
+    conditional-cooldown, ...), before any data is read."""
     named = [("--objectives", o) for o in objectives] + ([("--finetune", finetune)] if finetune else [])
-    problems = [f"{flag}: {name!r} is not an objective ({', '.join(OBJECTIVES)})"
-                for flag, name in named if name not in OBJECTIVES]
+    problems = [f"{flag}: {name!r} is not an objective ({', '.join(OBJECTIVES)}) or an objective config "
+                f"under {CONFIG_DIR / 'objectives'}" for flag, name in named
+                if name not in OBJECTIVES and not (CONFIG_DIR / "objectives" / f"{name}.yaml").is_file()]
     if problems:
         raise ConfigError(problems)
 
