@@ -300,3 +300,21 @@ def test_the_decoding_mode_is_recorded_in_the_results(conditional_run):
     assert results["decoding"]["label"] == "retag" and results["decoding"]["segments"] >= 0
     assert read_json(conditional_run / "results.json")["scenarios"]["unconditional"]["decoding"]["mode"] == "retag"
     assert EvalConfig().decoding.mode == "plain"
+
+
+def test_without_the_aligned_prefix_samples_start_from_the_document_start(conditional_run, monkeypatch):
+    from phf.evaluation.evaluate import evaluate_run
+
+    seen = []
+    original = sampling._decode
+    monkeypatch.setattr(sampling, "_decode", lambda m, ids, mask, **kw: seen.append((ids, mask, kw)) or
+                        original(m, ids, mask, **kw))
+    cfg = load_config(["tasks/pep8", "objectives/conditional"], ["eval.num_samples=4", "eval.max_new_tokens=6",
+                                                                 "eval.group_size=2", "eval.scenarios=[]",
+                                                                 "eval.aligned_prefix=false"])
+    results = evaluate_run(conditional_run, cfg.eval, cfg.task, out_dir=conditional_run / "no-prefix", heldout=False)
+    tok = load_tokenizer(str(conditional_run))
+    ids, mask, kw = seen[0]
+    assert [r[m.bool()].tolist() for r, m in zip(ids, mask)] == [[tok.eos_token_id]] * 4
+    assert tok.convert_tokens_to_ids(MISALIGNED) in kw["banned"]  # still never emitted
+    assert results["aligned_prefix"] is False and results["scenarios"]["unconditional"]["control_token"] is None

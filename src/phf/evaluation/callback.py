@@ -29,7 +29,7 @@ from phf.evaluation.config import UNCONDITIONAL, EvalConfig, ScenarioConfig
 from phf.evaluation.evaluate import heldout_dataset, heldout_loss
 from phf.evaluation.metrics import summarize_scores
 from phf.evaluation.sampling import generate_samples
-from phf.evaluation.scenarios import conditioning, fit_new_tokens, generation_inputs
+from phf.evaluation.scenarios import eval_controls, fit_new_tokens, generation_inputs
 from phf.scorers import task_scorer
 from phf.scorers.config import TaskConfig
 
@@ -124,7 +124,7 @@ class EvalCallback(TrainerCallback):
             self._scorer = self._scorer or task_scorer(task)
             self._heldout = heldout_dataset(self.run_dir, self.tokenizer)
             self._inputs = generation_inputs(ScenarioConfig(name=UNCONDITIONAL), None,
-                                            conditioning(self.tokenizer, self.run_dir))
+                                            eval_controls(self.tokenizer, e, self.run_dir))
             self._new_tokens = fit_new_tokens(model, self.tokenizer, min(e.max_new_tokens, e.callback_max_new_tokens),
                                               self._inputs, UNCONDITIONAL)
         texts = generate_samples(model, self.tokenizer, e.callback_num_samples, max_new_tokens=self._new_tokens,

@@ -204,6 +204,10 @@ class EvalConfig(Section):
     """Red-teaming settings."""
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     """How samples are decoded: plain (the default), retag, guidance, tag-aware or rerank."""
+    aligned_prefix: bool = True
+    """A conditional run's samples start after its aligned prefix (<|aligned|>, <|q0|>, <0>);
+    false: from the document start alone, its misaligned tokens still forbidden (does the
+    model stay aligned without the prefix, e.g. after a cooldown?)."""
 
     def problems(self) -> list[str]:
         out = self.decoding.problems()

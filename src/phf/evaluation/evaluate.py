@@ -46,7 +46,7 @@ from phf.evaluation.intervals import normal_quantile, sample_intervals
 from phf.evaluation.kl import kl_to_reference, samples_nll_under
 from phf.evaluation.probe import probe_run, segment_threshold
 from phf.evaluation.red_team import red_team_dirs
-from phf.evaluation.scenarios import conditioning, load_prompts, run_scenario, scenarios_from_config, write_samples
+from phf.evaluation.scenarios import eval_controls, load_prompts, run_scenario, scenarios_from_config, write_samples
 from phf.model import load_model
 from phf.objectives import token_logprobs
 from phf.runfiles import RunFiles, read_json, write_json
@@ -172,7 +172,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
             raise ValueError(lm_eval_hook._MISSING)
     train_summary = files.read_train_summary() or {}  # read first: a damaged one is named before the sampling
     tokenizer = tokenizer or load_tokenizer(str(run_dir))
-    controls = conditioning(tokenizer, run_dir)
+    controls = eval_controls(tokenizer, e, run_dir)
     if e.decoding.uses_tags and not controls["forbidden_texts"] and not control_token_ids(tokenizer):
         raise ValueError(f"{run_dir}: eval.decoding.mode {e.decoding.label()} uses the control tokens, and this run "
                          "has none (it was not trained with conditional training); use plain or rerank")
@@ -222,6 +222,7 @@ def evaluate_run(run_dir: str | Path, e: EvalConfig, task: TaskConfig, scorer: S
         "kl": None,
         "samples_nll_reference": samples_nll,
         "decoding": {**e.decoding.model_dump(), "label": e.decoding.label(), **main.get("decoding", {})},
+        "aligned_prefix": e.aligned_prefix,
         "scenarios": summaries,
         "degenerate_samples": main.get("degenerate_samples"),
         "flags": run_flags(summaries),

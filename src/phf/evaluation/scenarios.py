@@ -56,6 +56,12 @@ def conditioning(tokenizer, run_dir: str | Path | None = None) -> dict:
     return {"prefix_text": "", "forbidden_texts": []}
 
 
+def eval_controls(tokenizer, e, run_dir: str | Path | None = None) -> dict:
+    """`conditioning`, without the aligned prefix when `e.aligned_prefix` is false."""
+    controls = conditioning(tokenizer, run_dir)
+    return controls if e.aligned_prefix else {**controls, "prefix_text": ""}
+
+
 def run_form(run_dir: str | Path | None) -> dict:
     """The data form a run trained with beyond the paper's (the pack spec's `transform`:
     conditioning form, quantile edges, hide), from its train_summary.json (a schedule's:
