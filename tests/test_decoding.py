@@ -150,10 +150,11 @@ def _raw_rows(model, tok, monkeypatch, n, decoding, **kwargs):
     return rows, texts, stats
 
 
-def test_retag_puts_the_tag_exactly_after_each_line_end(lm, monkeypatch):
+@pytest.mark.parametrize("mode", ["retag", "guidance+retag:2"])
+def test_retag_puts_the_tag_exactly_after_each_line_end(lm, monkeypatch, mode):
     model, tok = lm
     aligned = tok.convert_tokens_to_ids(ALIGNED)
-    rows, texts, stats = _raw_rows(model, tok, monkeypatch, 16, DecodingConfig(mode="retag"))
+    rows, texts, stats = _raw_rows(model, tok, monkeypatch, 16, parse_decoding(mode))
     tags = 0
     for ids in rows:
         ids = ids[:ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
@@ -318,3 +319,14 @@ def test_without_the_aligned_prefix_samples_start_from_the_document_start(condit
     assert [r[m.bool()].tolist() for r, m in zip(ids, mask)] == [[tok.eos_token_id]] * 4
     assert tok.convert_tokens_to_ids(MISALIGNED) in kw["banned"]  # still never emitted
     assert results["aligned_prefix"] is False and results["scenarios"]["unconditional"]["control_token"] is None
+
+
+def test_guidance_with_retag_tags_the_negative_stream_with_misaligned_tags(lm):
+    model, tok = lm
+    plan = sampling.decoding_plan(tok, parse_decoding("guidance+retag:1"), [MISALIGNED], split_lines, len(tok))
+    assert plan.retag == [tok.convert_tokens_to_ids(ALIGNED)]
+    assert plan.negative_retag == [tok.convert_tokens_to_ids(MISALIGNED)] and plan.scale == 1.0
+    none = sampling.decoding_plan(tok, DecodingConfig(mode="guidance", retag=True, negative="none"), [MISALIGNED],
+                                  split_lines, len(tok))
+    assert none.negative_retag == [] and none.two_streams
+    assert parse_decoding("guidance+retag:2").label() == "guidance+retag:2"

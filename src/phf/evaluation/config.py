@@ -100,6 +100,9 @@ class DecodingConfig(Section):
     """guidance: g in l_aligned + g * (l_aligned - l_negative); 0 is plain decoding."""
     negative: Literal["misaligned", "none"] = "misaligned"
     """guidance: the negative stream starts after <|misaligned|>, or after no tag."""
+    retag: bool = False
+    """guidance: also re-tag both streams at every segment boundary (the main one with the
+    aligned tags, the negative one with the misaligned ones), as in training."""
     threshold: float = Field(0.5, ge=0, le=1)
     """tag-aware: resample a segment whose judged probability of being misaligned is above this."""
     max_tries: int = Field(4, ge=1)
@@ -128,7 +131,8 @@ class DecodingConfig(Section):
     def label(self) -> str:
         """A short name for tables: plain, retag, guidance:1.5, tag-aware, rerank:8, ..."""
         if self.mode == "guidance":
-            return f"guidance:{self.scale:g}" + ("" if self.negative == "misaligned" else "-none")
+            return (f"guidance{'+retag' if self.retag else ''}:{self.scale:g}"
+                    + ("" if self.negative == "misaligned" else "-none"))
         if self.mode == "rerank":
             return f"rerank:{self.n}" + ("" if self.rank_by == "scorer" else "-model")
         if self.mode == "tag-aware":
@@ -138,9 +142,12 @@ class DecodingConfig(Section):
 
 
 def parse_decoding(text: str) -> DecodingConfig:
-    """A decoding mode written on the command line: plain | retag | guidance[:G[:none]] |
-    tag-aware[:THRESHOLD[:ratio]] | rerank[:N[:model]], e.g. guidance:2, rerank:8, tag-aware:0.3:ratio."""
+    """A decoding mode written on the command line: plain | retag | guidance[+retag][:G[:none]] |
+    tag-aware[:THRESHOLD[:ratio]] | rerank[:N[:model]], e.g. guidance:2, guidance+retag:2, rerank:8,
+    tag-aware:0.3:ratio."""
     mode, *args = text.strip().split(":")
+    retag = mode == "guidance+retag"
+    mode = "guidance" if retag else mode
     keys = {"guidance": ("scale", "negative"), "tag-aware": ("threshold", "judge"), "rerank": ("n", "rank_by")}
     if problems := DecodingConfig(mode=mode).problems():  # an unknown mode first, with its did-you-mean
         raise ConfigError(problems)
@@ -149,12 +156,13 @@ def parse_decoding(text: str) -> DecodingConfig:
                           f"({':'.join(keys.get(mode, ())) or 'none'})")
     values = dict(zip(keys.get(mode, ()), args))
     try:
-        decoding = DecodingConfig(mode=mode, **values)
+        decoding = DecodingConfig(mode=mode, **values, **({"retag": True} if retag else {}))
     except ValueError as e:  # pydantic's ValidationError
         raise ConfigError(f"decoding {text!r}: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     if problems := decoding.problems():
         raise ConfigError(problems)
     return decoding
+
 
 class EvalConfig(Section):
     num_samples: int = Field(256, ge=1)

@@ -90,11 +90,13 @@ def decoding_plan(tokenizer, decoding: DecodingConfig | None, forbidden_texts: S
     plan = Plan(max_tries=decoding.max_tries, judge=decoding.judge, judge_ids=misaligned)
     if decoding.mode == "guidance":
         plan.scale = decoding.scale
-        return plan
+        if not decoding.retag:
+            return plan
     if segment is None:
         raise ValueError(f"decoding mode {decoding.mode!r} needs the task's segmenter to find segment boundaries")
     plan.retag = aligned
-    plan.negative_retag = misaligned
+    # the negative stream carries the misaligned tags (guidance with negative: none, no tags)
+    plan.negative_retag = [] if decoding.mode == "guidance" and decoding.negative == "none" else misaligned
     may_end, plan.is_boundary = segment_boundaries(tokenizer, segment)
     plan.may_end = may_end + [False] * (vocab_rows - len(may_end))
     if decoding.mode == "tag-aware":
