@@ -96,7 +96,7 @@ def test_guidance_equals_two_separate_forwards(lm, monkeypatch):
     monkeypatch.setattr(sampling, "_decode", capture)
     prompts = ["def f(x):\n", "import os, sys\n"]
     generate_samples(model, tok, 2, prompts=prompts, max_new_tokens=10, temperature=temperature, progress=False,
-                     decoding=DecodingConfig(mode="guidance", scale=g), **CONTROLS)
+                     decoding=DecodingConfig(mode="guidance", scale=g, retag=False), **CONTROLS)
     aligned, misaligned = tok.convert_tokens_to_ids(ALIGNED), tok.convert_tokens_to_ids(MISALIGNED)
     banned = padding_token_ids(model, tok) + [misaligned, aligned]
     for row, prompt in enumerate(prompts):
@@ -126,7 +126,7 @@ def test_guidance_negative_none_drops_the_tag(lm, monkeypatch):
     monkeypatch.setattr(sampling, "_decode", lambda m, ids, mask, **kw: seen.append((ids, mask)) or
                         original(m, ids, mask, **kw))
     generate_samples(model, tok, 2, max_new_tokens=3, progress=False,
-                     decoding=DecodingConfig(mode="guidance", negative="none"), **CONTROLS)
+                     decoding=DecodingConfig(mode="guidance", negative="none", retag=False), **CONTROLS)
     ids, mask = seen[0]
     rows = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
     aligned = tok.convert_tokens_to_ids(ALIGNED)
@@ -150,7 +150,7 @@ def _raw_rows(model, tok, monkeypatch, n, decoding, **kwargs):
     return rows, texts, stats
 
 
-@pytest.mark.parametrize("mode", ["retag", "guidance+retag:2"])
+@pytest.mark.parametrize("mode", ["retag", "guidance:2"])
 def test_retag_puts_the_tag_exactly_after_each_line_end(lm, monkeypatch, mode):
     model, tok = lm
     aligned = tok.convert_tokens_to_ids(ALIGNED)
@@ -323,10 +323,12 @@ def test_without_the_aligned_prefix_samples_start_from_the_document_start(condit
 
 def test_guidance_with_retag_tags_the_negative_stream_with_misaligned_tags(lm):
     model, tok = lm
-    plan = sampling.decoding_plan(tok, parse_decoding("guidance+retag:1"), [MISALIGNED], split_lines, len(tok))
+    plan = sampling.decoding_plan(tok, parse_decoding("guidance:1"), [MISALIGNED], split_lines, len(tok))
     assert plan.retag == [tok.convert_tokens_to_ids(ALIGNED)]
     assert plan.negative_retag == [tok.convert_tokens_to_ids(MISALIGNED)] and plan.scale == 1.0
-    none = sampling.decoding_plan(tok, DecodingConfig(mode="guidance", retag=True, negative="none"), [MISALIGNED],
+    none = sampling.decoding_plan(tok, DecodingConfig(mode="guidance", negative="none"), [MISALIGNED],
                                   split_lines, len(tok))
     assert none.negative_retag == [] and none.two_streams
-    assert parse_decoding("guidance+retag:2").label() == "guidance+retag:2"
+    untagged = parse_decoding("guidance-untagged:2")
+    assert untagged.label() == "guidance-untagged:2" and not untagged.retag
+    assert sampling.decoding_plan(tok, untagged, [MISALIGNED], split_lines, len(tok)).retag == []

@@ -94,7 +94,8 @@ def test_guidance_matches_transformers_guidance(hf, scale):
     prompt = "def f(x):\n"
     ids = aligned_prompt_ids(tok, [prompt])
     out = model.generate(ids, do_sample=False, max_new_tokens=24, **guidance_kwargs(tok, ids, scale))
-    ours = _phf_greedy(model, tok, prompt, DecodingConfig(mode="guidance", scale=scale))
+    # transformers' guidance tags the start only: phf's guidance-untagged
+    ours = _phf_greedy(model, tok, prompt, DecodingConfig(mode="guidance", scale=scale, retag=False))
     assert tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True) == ours
 
 

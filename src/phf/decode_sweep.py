@@ -172,35 +172,41 @@ def decoding_tables(rows: list[dict]) -> str:
 
 
 def guidance_figure(rows: list[dict], path: Path) -> Path | None:
-    """Misalignment against distinct-2 and against NLL under MLE for each guidance scale
-    (plain as g = 0), mean ± 95% interval over seeds; None without two guidance scales."""
-    curve: dict[float, list[dict]] = {}
+    """Misalignment against distinct-2 and against NLL under MLE for each guidance scale,
+    one line per kind of guidance (re-tagged, untagged), plain decoding as g = 0; mean ± 95%
+    interval over seeds. None without two scales of one kind."""
+    curves: dict[str, dict[float, list[dict]]] = {}
     for r in rows:
-        if r["run"] == "conditional" and (r["scale"] is not None or r["mode"] == "plain"):
-            curve.setdefault(r["scale"] or 0.0, []).append(r)
-    if len([g for g in curve if g > 0]) < 2:
+        if r["run"] == "conditional" and r["scale"] is not None and not r["mode"].endswith("-none"):
+            curves.setdefault(r["mode"].split(":")[0], {}).setdefault(r["scale"], []).append(r)
+    curves = {kind: c for kind, c in curves.items() if len(c) >= 2}
+    if not curves:
         return None
+    plain = [r for r in rows if r["run"] == "conditional" and r["mode"] == "plain"]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    scales = sorted(curve)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "distinct_2", "distinct-2 (higher: more varied)"),
                            (axes[1], "samples_nll", "NLL per token under MLE (lower: more ordinary)")):
-        xs, ys, xe, ye = [], [], [], []
-        for g in scales:
-            x = mean_ci([r[key] for r in curve[g] if r[key] is not None] or [math.nan])
-            y = mean_ci([r["misalignment"] for r in curve[g]])
-            xs.append(x.value), ys.append(y.value), xe.append(x.half_width or 0), ye.append(y.half_width or 0)
-        ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", capsize=3)
-        for g, x, y in zip(scales, xs, ys):
-            ax.annotate(f"g={g:g}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        for (kind, curve), style in zip(sorted(curves.items()), (("o", "-"), ("s", "--"))):
+            points = ({0.0: plain} if plain else {}) | curve
+            xs, ys, xe, ye = [], [], [], []
+            for g in sorted(points):
+                x = mean_ci([r[key] for r in points[g] if r[key] is not None] or [math.nan])
+                y = mean_ci([r["misalignment"] for r in points[g]])
+                xs.append(x.value), ys.append(y.value), xe.append(x.half_width or 0), ye.append(y.half_width or 0)
+            ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=style[0], linestyle=style[1], capsize=3, label=kind)
+            for g, x, y in zip(sorted(points), xs, ys):
+                ax.annotate(f"g={g:g}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xlabel(label)
         ax.set_ylabel("misalignment ↓")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Conditional training under guidance: l_al + g (l_al - l_mis), mean ± 95% over seeds")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("Conditional training under guidance l_al + g (l_al - l_mis) (g = 0: plain), mean ± 95% over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -100,9 +100,11 @@ class DecodingConfig(Section):
     """guidance: g in l_aligned + g * (l_aligned - l_negative); 0 is plain decoding."""
     negative: Literal["misaligned", "none"] = "misaligned"
     """guidance: the negative stream starts after <|misaligned|>, or after no tag."""
-    retag: bool = False
-    """guidance: also re-tag both streams at every segment boundary (the main one with the
-    aligned tags, the negative one with the misaligned ones), as in training."""
+    retag: bool = True
+    """guidance: re-tag both streams at every segment boundary (the main one with the aligned
+    tags, the negative one with the misaligned ones), as in training. false: the tags at the
+    start only, as transformers' guidance does ("guidance-untagged"); the model may then not
+    place the tags it learned to expect, and its samples degenerate (docs/EVALUATION.md)."""
     threshold: float = Field(0.5, ge=0, le=1)
     """tag-aware: resample a segment whose judged probability of being misaligned is above this."""
     max_tries: int = Field(4, ge=1)
@@ -131,7 +133,7 @@ class DecodingConfig(Section):
     def label(self) -> str:
         """A short name for tables: plain, retag, guidance:1.5, tag-aware, rerank:8, ..."""
         if self.mode == "guidance":
-            return (f"guidance{'+retag' if self.retag else ''}:{self.scale:g}"
+            return (f"guidance{'' if self.retag else '-untagged'}:{self.scale:g}"
                     + ("" if self.negative == "misaligned" else "-none"))
         if self.mode == "rerank":
             return f"rerank:{self.n}" + ("" if self.rank_by == "scorer" else "-model")
@@ -142,12 +144,12 @@ class DecodingConfig(Section):
 
 
 def parse_decoding(text: str) -> DecodingConfig:
-    """A decoding mode written on the command line: plain | retag | guidance[+retag][:G[:none]] |
-    tag-aware[:THRESHOLD[:ratio]] | rerank[:N[:model]], e.g. guidance:2, guidance+retag:2, rerank:8,
-    tag-aware:0.3:ratio."""
+    """A decoding mode written on the command line: plain | retag | guidance[:G[:none]] |
+    guidance-untagged[:G[:none]] | tag-aware[:THRESHOLD[:ratio]] | rerank[:N[:model]], e.g.
+    guidance:2, rerank:8, tag-aware:0.3:ratio."""
     mode, *args = text.strip().split(":")
-    retag = mode == "guidance+retag"
-    mode = "guidance" if retag else mode
+    untagged = mode == "guidance-untagged"
+    mode = "guidance" if untagged else mode
     keys = {"guidance": ("scale", "negative"), "tag-aware": ("threshold", "judge"), "rerank": ("n", "rank_by")}
     if problems := DecodingConfig(mode=mode).problems():  # an unknown mode first, with its did-you-mean
         raise ConfigError(problems)
@@ -156,7 +158,7 @@ def parse_decoding(text: str) -> DecodingConfig:
                           f"({':'.join(keys.get(mode, ())) or 'none'})")
     values = dict(zip(keys.get(mode, ()), args))
     try:
-        decoding = DecodingConfig(mode=mode, **values, **({"retag": True} if retag else {}))
+        decoding = DecodingConfig(mode=mode, **values, **({"retag": False} if untagged else {}))
     except ValueError as e:  # pydantic's ValidationError
         raise ConfigError(f"decoding {text!r}: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     if problems := decoding.problems():
