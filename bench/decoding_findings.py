@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = "42,43,44"
 #: task -> decoding modes. PEP8 gets the guidance-scale curve; MLE gets plain and rerank only
 MODES = {
-    "pep8": "plain,retag,guidance:0.5,guidance:1,guidance:2,guidance:4,tag-aware,rerank:4,rerank:4:model",
+    "pep8": "plain,retag,guidance:0.5,guidance:1,guidance:2,guidance:4,guidance-untagged:0.5,guidance-untagged:1,"
+            "guidance-untagged:2,guidance-untagged:4,tag-aware,rerank:4,rerank:4:model",
     "pii": "plain,retag,guidance:2,tag-aware,rerank:4",
 }
 CORPORA = {"pii": "debian-docs"}
