@@ -108,7 +108,7 @@ def run_decode_sweep(out_dir: str | Path, decodings: list[DecodingConfig], eval_
     table = decoding_tables(rows)
     write_json(out_dir / "decoding.json", rows)
     figure = guidance_figure(rows, out_dir / "decoding_guidance.png")
-    md = f"# Decoding modes: {out_dir}\n\n{table}"
+    md = f"# Decoding modes: {out_dir.name}\n\n{table}"
     if figure:
         md += f"\n![guidance scale curve]({figure.name})\n"
     (out_dir / "decoding.md").write_text(md)
@@ -183,6 +183,7 @@ def guidance_figure(rows: list[dict], path: Path) -> Path | None:
     if not curves:
         return None
     plain = [r for r in rows if r["run"] == "conditional" and r["mode"] == "plain"]
+    mle = [r["misalignment"] for r in rows if r["run"] == "mle" and r["mode"] == "plain"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,6 +202,9 @@ def guidance_figure(rows: list[dict], path: Path) -> Path | None:
             ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=style[0], linestyle=style[1], capsize=3, label=kind)
             for g, x, y in zip(sorted(points), xs, ys):
                 ax.annotate(f"g={g:g}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        if mle:  # where MLE is, and the paper's order of magnitude below it
+            ax.axhline(sum(mle) / len(mle), color="grey", linewidth=1, label="MLE, plain")
+            ax.axhline(sum(mle) / len(mle) / 10, color="grey", linewidth=1, linestyle=":", label="10x below MLE")
         ax.set_xlabel(label)
         ax.set_ylabel("misalignment ↓")
         ax.set_yscale("log")
