@@ -163,7 +163,9 @@ def test_tag_decoding_modes_refuse_quantile_tokens(tiny_tokenizer):
     # the paper's tokens keep working
     pair = _with_tokens(tiny_tokenizer, make_objective_config("conditional"))
     assert conditioning(pair) == {"prefix_text": ALIGNED, "forbidden_texts": [MISALIGNED]}
-    decoding_plan(pair, DecodingConfig(mode="guidance"), [MISALIGNED], None, len(pair))
+    from phf.scorers.segment import split_lines
+
+    decoding_plan(pair, DecodingConfig(mode="guidance"), [MISALIGNED], split_lines, len(pair))
 
 
 @pytest.mark.parametrize("form", ["quantiles", "score-text"])
