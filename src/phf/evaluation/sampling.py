@@ -161,14 +161,15 @@ def generate_samples(model, tokenizer, num_samples: int, *, prompts: Sequence[st
     device = _model_device(model)
     was_training = model.training
     model.eval()
-    banned = padding_token_ids(model, tokenizer)  # the embedding matrix's padding rows are not tokens
+    padding = padding_token_ids(model, tokenizer)  # the embedding matrix's padding rows are not tokens
+    banned = list(padding)
     for text in forbidden_texts:
         token_ids = tokenizer(text, add_special_tokens=False).input_ids
         if len(token_ids) != 1:
             raise ValueError(f"forbidden text {text!r} is {len(token_ids)} tokens; only single tokens (control "
                              "tokens) can be forbidden")
         banned += token_ids
-    vocab_rows = len(tokenizer) + len(padding_token_ids(model, tokenizer))
+    vocab_rows = len(tokenizer) + len(padding)
     plan = decoding_plan(tokenizer, decoding, forbidden_texts, segment, vocab_rows)
     if plan is not PLAIN:  # the tag modes place the aligned tags themselves: the model never samples one
         banned += [tokenizer.convert_tokens_to_ids(twin(m)) for m in forbidden_texts]
