@@ -5,11 +5,13 @@ at a time, so that an interrupted measurement keeps whole seeds and a rerun cont
     python bench/findings.py --tasks pep8 --seeds 42,43,44
     python bench/findings.py --tasks pep8 --objectives mle,filtering,conditional --finetune none
     python bench/findings.py --variant threshold-0.2   # a toxicity investigation variant (VARIANTS)
+    python bench/findings.py --tasks pep8 --model llama-tiny --objectives mle,filtering,conditional --finetune none
     python bench/findings.py --replot             # redraw the published Pareto figures from runs.json
 
 After each (task, number of seeds) the sweep's report and a summary of every run
 (results, the command, the commit, the CPU and the wall time) are copied to
-`docs/findings/<task>/<plan>/` (`all`, or the objectives of a subset joined by `+`),
+`docs/findings/<task>/<plan>/` (`all`, or the objectives of a subset joined by `+`;
+`<task>-<model>` for a `--model` other than the task's default),
 which is meant to be committed as runs finish. The runs
 themselves stay under `runs/findings/<task>` (not in git).
 """
@@ -157,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/findings")
     p.add_argument("--objectives", help="a subset of the task's plan (the same folder: finished runs are reused)")
     p.add_argument("--finetune", help="the finetuning row's objective, or none (default: the plan's)")
+    p.add_argument("--model", help="a model preset (configs/models) instead of the task's default: the runs go "
+                   "to runs/findings/<task>-<model> and publish to docs/findings/<task>-<model>/")
     p.add_argument("--variant", choices=sorted(VARIANTS), help="a toxicity investigation variant (see VARIANTS)")
     p.add_argument("--replot", action="store_true", help="only redraw the Pareto figures of every published "
                    "finding (docs/findings/*/*/) from its runs.json, and their captions")
@@ -181,10 +185,12 @@ def main(argv=None) -> int:
     for k in range(1, len(seeds) + 1):  # seed by seed over the tasks: whole seeds first
         for task in args.tasks.split(","):
             prepare_corpus(task)
-            meta = run(task, seeds[:k], out_root, args.extra, args.objectives, args.finetune)
+            folder = f"{task}-{args.model}" if args.model else task
+            extra = ["--model", args.model, *args.extra] if args.model else args.extra
+            meta = run(task, seeds[:k], out_root, extra, args.objectives, args.finetune, folder=folder)
             plan = args.objectives.replace(",", "+") if args.objectives else "all"
-            publish(task, out_root, meta, plan)
-            print(f"findings: {task} with seeds {seeds[:k]} published to docs/findings/{task}/{plan}", flush=True)
+            publish(folder, out_root, meta, plan, folder=folder)
+            print(f"findings: {folder} with seeds {seeds[:k]} published to docs/findings/{folder}/{plan}", flush=True)
     return 0
 
 
