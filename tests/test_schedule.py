@@ -305,3 +305,44 @@ def test_a_sweep_takes_objective_configs_by_name(tmp_path):
     assert cfg.objective.label() == "conditional>conditional@0.9"
     with pytest.raises(ConfigError, match="--objectives: 'conditional-cooldwn' is not an objective"):
         check_objective_names(("conditional-cooldwn",))
+
+
+# issue 24's bad inputs, as `phf train` meets them: exit status 2, one line naming the key,
+# and nothing read or written (the scored corpus does not exist, so reading it would fail otherwise)
+@pytest.mark.parametrize("objective, message", [
+    (_phases((0, {"name": "mle"}), (0.6, {"name": "conditional"}), (0.3, {"name": "mle"})),
+     "objective.phases[2].start: starts must increase, got 0.3 after 0.6"),
+    (_phases((0, {"name": "mle"}), (-0.5, {"name": "conditional"})),
+     "objective.phases[1].start: input should be greater than or equal to 0, got -0.5"),
+    (_phases((0, {"name": "mle"}), (1.5, {"name": "conditional"})),
+     "objective.phases[1].start: input should be less than 1, got 1.5"),
+    (_phases((0, {"name": "mle"}), (0.5, {"name": "nope"})), "objective.phases[1].objective: 'nope' is not one of"),
+    (_phases((0, {"name": "mle"}), (0.99, {"name": "conditional"})),
+     "objective.phases[1].start: the phase from 0.99 covers no optimizer step of the run's 20"),
+    ("objective={name: conditional, conditioning: quantiles, quantiles: 1}",
+     "objective.quantiles: 1 buckets cannot separate better from worse segments; give at least 2"),
+    (_phases((0, {"name": "mle"}), (0.5, {"name": "conditional", "conditioning": "quantiles", "quantiles": 0})),
+     "objective.phases[1].objective.quantiles: 0 buckets cannot"),
+    ("objective={name: mle, conditioning: quantiles}", "unknown config key 'objective.conditioning' (objective 'mle'"),
+    (_phases((0, {"name": "filtering", "conditioning": "score-text"}), (0.5, {"name": "conditional"})),
+     "unknown config key 'objective.phases[0].objective.conditioning' (objective 'filtering'"),
+])
+def test_phf_train_refuses_issue_24s_bad_inputs_in_one_line_before_reading_data(tmp_path, capsys, objective,
+                                                                                message):
+    from phf.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "tasks/pep8", "models/tiny", *TINY, objective, f"data.scored_path={tmp_path}/missing.jsonl",
+                 f"training.output_dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("phf train: error: ") and "\n" not in err and message in err
+    assert not run.exists()
+
+
+def test_sweep_start_at_names_a_finetuning_objective_that_does_not_exist(tmp_path, capsys):
+    from phf.cli import main
+
+    assert main(["sweep", "--start-at", "0,0.2", "--finetune", "nope", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("phf sweep: error: --finetune: 'nope' is not an objective") and "\n" not in err
+    assert not (tmp_path / "s").exists()
