@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 BENCHMARKS = ("scoring", "packing", "sampling", "decoding", "train_throughput", "objective_overhead",
-              "schedule_overhead", "mfu", "ray_scoring")
+              "schedule_overhead", "probe_quantile_shares", "mfu", "ray_scoring")
 SCRIPTS = {name: f"bench/{name}.py" for name in BENCHMARKS} | {"demo": "bench/demo_time.py",
                                                                "gpu_mfu": "bench/gpu_mfu.py"}
 
@@ -111,6 +111,20 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str]]:
                     f"{r.get('torch_threads', 'all')} thread(s))",
                     f"{fx(v['median'], 3)} ({t['scheduled']['median']:.0f} vs {t['unscheduled']['median']:.0f} "
                     f"tok/s; range {v['min']:.3f}-{v['max']:.3f}, n={v['n']})", ">= 0.95x", met(r["met"])))
+    elif name == "probe_quantile_shares":
+        s, d, e = r["probe_share_of_eval"], r["probe_share_of_eval_by_difference"], r["eval_settings"]
+        out.append((f"linear probe's share of an evaluation (tiny, PEP8 conditional-quantiles run, {e['num_samples']} "
+                    f"samples x {e['max_new_tokens']} tokens, {r['probe']['segments']} segments, "
+                    f"{r['torch_threads']} thread(s))",
+                    f"{pct(s['median'])} (probe {r['probe']['seconds']['median']:.2f} s of a "
+                    f"{r['eval_seconds']['with_probe']['median']:.1f} s evaluation; range {pct(s['min'])}-"
+                    f"{pct(s['max'])}, n={s['n']}; fastest evaluations' difference {pct(d['fastest_evaluations'])})",
+                    "< 10% of an evaluation", met(r["met"])))
+        q, t = r["quantile_edges"], r["train"]
+        out.append((f"quantile edges' share of a run (4 buckets over {r['scored_corpus_MB']} MB of scored stdlib; "
+                    f"`train()` of {t['num_tokens']:,} tokens)",
+                    f"{pct(r['quantile_share_of_train'])} ({q['seconds']['median']:.2f} of {t['seconds']:.1f} s; "
+                    f"{q['seconds_per_MB']:.3f} s per scored MB)", "reported", "-"))
     elif name == "scoring":
         m = r["MB_per_s"]
         out.append((f"PEP8 corpus scoring, pep8-ruff via score_corpus ({r['corpus']['MB']} MB stdlib)",
