@@ -33,6 +33,7 @@ from typing import Sequence
 
 import torch
 
+from phf.evaluation.logprobs import continuation_logprobs
 from phf.evaluation.sampling import generate_samples
 from phf.evaluation.scenarios import conditioning
 from phf.model import load_model
@@ -64,40 +65,21 @@ def sequence_logprobs(model, tokenizer, texts: Sequence[str], *, prefix_text: st
     from the next-token distribution before normalising. Batched with right padding
     and an attention mask; texts are sorted by length so batches pad little.
     """
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     context = [_start_id(tokenizer)] + tokenizer(prefix_text, add_special_tokens=False).input_ids
-    encoded = [context + tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    texts_ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     limit = _max_positions(model)
-    longest = max((len(e) for e in encoded), default=0)
+    longest = max((len(context) + len(e) for e in texts_ids), default=0)
     if limit is not None and longest > limit:
         raise ValueError(f"a text is {longest} tokens long with its context, more than the model's "
                          f"{limit} positions; sample fewer max_new_tokens")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else context[0]
-    exclude = torch.tensor(sorted(set(exclude_token_ids)), dtype=torch.long, device=device)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    result = [0.0] * len(encoded)
     try:
-        for first in range(0, len(order), batch_size):
-            rows = [encoded[i] for i in order[first:first + batch_size]]
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-            if len(exclude):
-                logits[..., exclude] = float("-inf")
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            token_lp = logprobs.gather(-1, ids[:, 1:, None]).squeeze(-1)
-            # score only real tokens after the context
-            scored = mask[:, 1:].bool()
-            scored[:, :len(context) - 1] = False
-            totals = torch.where(scored, token_lp, 0.0).sum(dim=1).tolist()
-            for i, total in zip(order[first:first + batch_size], totals):
-                result[i] = total
+        return continuation_logprobs(model, [context] * len(texts_ids), texts_ids, exclude_token_ids,
+                                     batch_size=batch_size, pad_id=pad_id)
     finally:
         model.train(was_training)
-    return result
 
 
 _MODEL_FILES = {"config.json", "generation_config.json", "vocab.json", "merges.txt"}

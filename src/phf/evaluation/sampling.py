@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from phf.evaluation.config import DecodingConfig
 from phf.evaluation.decoding import PLAIN, Plan, decode
+from phf.evaluation.logprobs import continuation_logprobs
 from phf.model import padding_token_ids
 
 logger = logging.getLogger(__name__)
@@ -119,27 +120,6 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return ids, mask
-
-
-@torch.no_grad()
-def continuation_logprobs(model, contexts: list[list[int]], continuations: list[list[int]],
-                          exclude: Sequence[int] = (), batch_size: int = 32) -> list[float]:
-    """log p(continuation | context) per row (nats), control tokens `exclude`d from the
-    distribution (they never appear in a sampled continuation)."""
-    device = _model_device(model)
-    out = []
-    for first in range(0, len(contexts), batch_size):
-        rows = [c + x for c, x in zip(contexts[first:first + batch_size], continuations[first:first + batch_size])]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-        if exclude:
-            logits[..., list(exclude)] = float("-inf")
-        lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        for i, (c, x) in enumerate(zip(contexts[first:first + batch_size], continuations[first:first + batch_size])):
-            out.append(float(lp[i, len(c) - 1:len(c) - 1 + len(x)].sum()))
-    return out
 
 
 @torch.no_grad()
