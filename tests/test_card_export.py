@@ -130,6 +130,25 @@ def test_export_refuses_an_unfinished_run_and_a_non_empty_folder(evaluated, tmp_
     assert "may not be the run folder" in capsys.readouterr().err
 
 
+def test_an_awr_export_leaves_the_value_head_in_the_run(run, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    awr = train_tiny(run["scored"], tmp_path / "awr", "awr", FAST)
+    with safe_open(str(awr / "model.safetensors"), framework="pt") as f:
+        assert any(k.startswith("value_head.") for k in f.keys())  # the run keeps its critic
+    out = tmp_path / "export"
+    export_run(awr, out)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(k.startswith("value_head.") for k in keys)
+    assert "phf_value_head" not in json.loads((out / "config.json").read_text())
+    _, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    with safe_open(str(awr / "model.safetensors"), framework="pt") as f:
+        assert any(k.startswith("value_head.") for k in f.keys())
+
+
 def test_export_refuses_a_run_whose_weights_are_pickled(evaluated, tmp_path, capsys):
     pickled = tmp_path / "pickled"
     shutil.copytree(evaluated["dir"], pickled, ignore=shutil.ignore_patterns("checkpoints", "data", "samples"))

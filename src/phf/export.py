@@ -7,6 +7,9 @@ files and a freshly written model card (README.md), and nothing else: no optimiz
 state, no checkpoints, no packed data, no samples, and no pickle files (`*.bin`, `*.pt`,
 `*.pkl`, ...), which can run code when loaded. The export loads with plain
 `AutoModelForCausalLM.from_pretrained(DIR)` / `AutoTokenizer.from_pretrained(DIR)`.
+An AWR run's value head (a training-time critic, `value_head.*` in the weights and
+`phf_value_head` in config.json) is left out, so that transformers loads the export
+with no unexpected weights; the run folder keeps it.
 
 The folder is assembled under a temporary name beside DIR and renamed at the end, so
 an interrupted export leaves no half folder.
@@ -14,6 +17,7 @@ an interrupted export leaves no half folder.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -85,6 +89,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     try:
         for src in sources:
             shutil.copyfile(src, tmp / src.name)  # follows links: the export holds plain files
+        _drop_value_head(tmp)
         write_text_atomic(tmp / CARD_NAME, card)
         if out.exists():
             shutil.rmtree(out)
@@ -93,3 +98,32 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return sorted(out.iterdir())
+
+
+def _drop_value_head(folder: Path) -> None:
+    """Remove an AWR value head from the exported weights, shard index and config."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from phf.value_head import CONFIG_KEY, PREFIX
+
+    dropped = set()
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+            if not any(n.startswith(PREFIX) for n in names):
+                continue
+            kept = {n: f.get_tensor(n) for n in names if not n.startswith(PREFIX)}
+            metadata = f.metadata()
+        dropped.update(n for n in names if n.startswith(PREFIX))
+        save_file(kept, str(path), metadata=metadata)
+    index = folder / "model.safetensors.index.json"
+    if dropped and index.is_file():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {k: v for k, v in data.get("weight_map", {}).items() if k not in dropped}
+        write_text_atomic(index, json.dumps(data, indent=2))
+    config = folder / "config.json"
+    data = json.loads(config.read_text())
+    if CONFIG_KEY in data:
+        del data[CONFIG_KEY]
+        write_text_atomic(config, json.dumps(data, indent=2))
