@@ -99,6 +99,9 @@ def test_guidance_equals_two_separate_forwards(lm, monkeypatch):
                      decoding=DecodingConfig(mode="guidance", scale=g, retag=False), **CONTROLS)
     aligned, misaligned = tok.convert_tokens_to_ids(ALIGNED), tok.convert_tokens_to_ids(MISALIGNED)
     banned = padding_token_ids(model, tok) + [misaligned, aligned]
+    # a row that has ended samples no more: step s samples the rows still running, in order
+    rows = captured["new"].tolist()
+    ends = [r.index(tok.eos_token_id) if tok.eos_token_id in r else len(r) for r in rows]
     for row, prompt in enumerate(prompts):
         prompt_ids = tok(prompt, add_special_tokens=False).input_ids
         main = [tok.eos_token_id, aligned] + prompt_ids
@@ -109,7 +112,7 @@ def test_guidance_equals_two_separate_forwards(lm, monkeypatch):
                 ln = torch.log_softmax(model(input_ids=torch.tensor([negative])).logits[0, -1].float(), -1)
             expected = (la + g * (la - ln)) / temperature
             expected[banned] = float("-inf")
-            got = recorded[step][row]
+            got = recorded[step][sum(ends[q] >= step for q in range(row))]
             assert torch.equal(torch.isinf(got), torch.isinf(expected))
             finite = ~torch.isinf(expected)
             assert torch.allclose(got[finite], expected[finite], atol=1e-5, rtol=0)

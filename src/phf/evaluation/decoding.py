@@ -23,9 +23,11 @@ Rolling a segment back costs no recomputation: its positions are masked out of t
 attention mask (both streams), the position ids restart where the segment started, and
 the scores saved at the segment's start are sampled from again.
 
-Several tokens in one step (a boundary token and the tags after it) go through one
-forward; rows that insert nothing feed masked padding there. With no plan, the loop does
-exactly what the plain sampler always did (same operations, same random draws).
+Every forward is one token per row: after a boundary the tags are the row's next
+tokens, forced rather than sampled (a one-token forward per step costs about half of a
+two-token one, and the cache grows by one column a step). Rows that have ended leave the
+batch. With no plan, the loop does exactly what the plain sampler always did (same
+operations, same random draws).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from phf.evaluation.nucleus import nucleus_sample
 
@@ -149,12 +152,63 @@ def _plain_loop(model, logits, mask, position, out, bias, cache_arg, extra, coun
     return new
 
 
+class _GrowingLayer(DynamicLayer):
+    """A cache layer whose keys and values live in a buffer with room to grow: a step's
+    column is written in place, where DynamicLayer copies the whole cache (torch.cat),
+    which was half of a tag step's time at 64-128 rows and a few hundred columns."""
+
+    def __init__(self, layer: DynamicLayer, room: int):
+        super().__init__()
+        self.device, self.is_initialized, self.length = layer.keys.device, True, layer.keys.shape[-2]
+        self._k, self._v = (self._buffer(t, self.length + room) for t in (layer.keys, layer.values))
+        self._views()
+
+    def _buffer(self, t: torch.Tensor, columns: int) -> torch.Tensor:
+        buffer = t.new_empty((*t.shape[:-2], columns, t.shape[-1]))
+        buffer[..., :t.shape[-2], :] = t
+        return buffer
+
+    def _views(self) -> None:
+        self.keys, self.values = self._k[..., :self.length, :], self._v[..., :self.length, :]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self._k.shape[-2]:  # full: twice the room
+            self._k, self._v = (self._buffer(t, 2 * end) for t in (self.keys, self.values))
+        self._k[..., self.length:end, :] = key_states
+        self._v[..., self.length:end, :] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._views()
+
+
+def _growing(cache, room: int):
+    """The cache with its plain DynamicLayers in growing buffers (other layer kinds as they are)."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        for i, layer in enumerate(layers):
+            if type(layer) is DynamicLayer and layer.is_initialized:
+                layers[i] = _GrowingLayer(layer, room)
+    return cache
+
+
 class _TagLoop:
     """The loop with segment boundaries (retag, tag-aware) and/or a second stream.
 
-    Per main row it keeps the accepted tokens, where the current segment starts (in the
-    output, in the cache's columns, in positions) and the scores at that start, so that a
-    rejected segment can be masked out and sampled again."""
+    Every forward is one token wide: after a boundary a row's next steps feed its tags
+    as forced tokens (nothing is sampled for it there), at the positions and cache columns
+    they would take in one wide forward, so the model sees the same context. Per main row
+    it keeps the tokens, where the current segment starts (in the output, in the cache's
+    columns, in positions) and the scores at that start, so that a rejected segment can be
+    masked out and sampled again. A row that has ended leaves the batch and the KV cache:
+    the rows still running (tag-aware's slowest, which resampled most) go on alone."""
 
     def __init__(self, model, plan: Plan, logits, mask, next_pos, out, bias, cache_arg, extra, counts, n, *,
                  max_new_tokens, temperature, top_p, eos_id, pad_id):
@@ -164,127 +218,191 @@ class _TagLoop:
         self.eos_id, self.pad_id = eos_id, pad_id
         config = model.config
         self.limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1 << 30
-        self.logits, self.mask, self.next_pos, self.out = logits, mask, next_pos, out
+        self.logits, self.mask = logits, mask
+        self.cache = _growing(out[cache_arg], max_new_tokens * 2)
+        self.next_pos = next_pos.tolist()  # per batch row: the position of the token fed next
+        self.live = list(range(n))         # the main rows in the batch, in order (their negative twins follow)
+        self.ended: set[int] = set()       # main rows that ended but are still in the batch
         self.tokens: list[list[int]] = [[] for _ in range(n)]   # accepted and current-segment tokens
         self.content = [0] * n                                    # of which sampled (not inserted tags)
-        self.done = [False] * n
         width = mask.shape[1]
         self.seg_out = [0] * n             # len(tokens) at the segment's start
         self.seg_content = [0] * n
         self.seg_col = [width] * n         # first cache column of the segment
-        self.seg_pos = next_pos.clone()    # position ids at the segment's start (all rows)
-        self.seg_logits = logits.clone()   # scores at the segment's start (all rows)
-        self.seg_lp = torch.zeros(len(logits), device=logits.device)  # segment log-prob per stream row
+        self.seg_pos = list(self.next_pos)  # position ids at the segment's start (batch rows)
+        self.seg_logits = logits.clone()   # scores at the segment's start (batch rows)
+        self.seg_lp = torch.zeros(len(logits), device=logits.device)  # segment log-prob per batch row
         self.tries = [0] * n
+        #: in a tag phase (after a boundary): the slot fed last, 0 the boundary token, k tag k-1
+        self.slot: list[int | None] = [None] * n
+        self.p_aligned = [1.0] * n         # next-tag judge: P(no misaligned tag) so far
+        self.n_tags = max(len(plan.retag), len(plan.negative_retag))
 
-    def _rows(self, r: int) -> list[int]:
-        """The cache rows of main row r: itself, and its negative twin."""
-        return [r, r + self.n] if self.plan.two_streams else [r]
+    def _rows(self, i: int) -> list[int]:
+        """The batch rows of the main row at batch index i: itself, and its negative twin."""
+        return [i, i + len(self.live)] if self.plan.two_streams else [i]
 
     def run(self) -> torch.Tensor:
-        plan, n = self.plan, self.n
-        cap = self.max_new_tokens * (plan.max_tries + 1 if plan.threshold is not None else 1)
+        plan = self.plan
+        ratio = plan.threshold is not None and plan.judge == "ratio"
+        cap = self.max_new_tokens * (1 + self.n_tags) * (plan.max_tries + 1 if plan.threshold is not None else 1)
         for _ in range(cap):
-            scores = _mixed_scores(self.logits, n, plan.scale)
-            token = nucleus_sample(scores / self.temperature + self.bias, self.top_p)
-            if plan.threshold is not None and plan.judge == "ratio":
-                lp = torch.log_softmax(self.logits.float(), dim=-1)
-                self.seg_lp += lp.gather(1, torch.cat([token, token])[:, None]).squeeze(1)
-            token = token.tolist()
-            # a row stops where its next token and tags would pass the model's last position
-            full = (self.next_pos[:n] + 1 + len(plan.retag) >= self.limit).tolist()
-            boundary = []
-            for r in range(n):
-                if self.done[r]:
+            b = len(self.live)
+            # the rows that sample this step: not feeding tags, not ended
+            need = [i for i, r in enumerate(self.live) if self.slot[r] is None and r not in self.ended]
+            token = dict(zip(need, self._sample(need, ratio))) if need else {}
+            judged = None
+            rows = len(self.logits)
+            feed, valid = [self.pad_id] * rows, [0] * rows
+            for i, r in enumerate(self.live):
+                if r in self.ended:
                     continue
-                t = token[r]
+                if i not in token:  # the row's next tag (and its twin's): fed, not sampled
+                    k = self.slot[r]
+                    self.slot[r] = k + 1
+                    if k < len(plan.retag):
+                        feed[i], valid[i] = plan.retag[k], 1
+                        self.tokens[r].append(plan.retag[k])  # kept for inspection; stripped from the text
+                    if plan.two_streams and k < len(plan.negative_retag):
+                        feed[i + b], valid[i + b] = plan.negative_retag[k], 1
+                    continue
+                t = token[i]
                 self.tokens[r].append(t)
                 self.content[r] += 1
                 self.counts["sampled_tokens"] += 1
-                if t == self.eos_id or self.content[r] >= self.max_new_tokens or full[r]:
-                    self.done[r] = True
-                elif plan.at_boundaries and plan.may_end[t] and \
-                        plan.is_boundary(self.tokens[r][self.seg_out[r]:]):
-                    boundary.append(r)
-            if all(self.done):
+                # a row stops where its next token and tags would pass the model's last position
+                if t == self.eos_id or self.content[r] >= self.max_new_tokens or \
+                        self.next_pos[i] + 1 + len(plan.retag) >= self.limit:
+                    self.ended.add(r)
+                    continue
+                for row in self._rows(i):
+                    feed[row], valid[row] = t, 1
+                if plan.at_boundaries and plan.may_end[t] and plan.is_boundary(self.tokens[r][self.seg_out[r]:]):
+                    self.counts["segments"] += 1
+                    if ratio and self.tries[r] < plan.max_tries:
+                        # the ratio judge needs no forward: a rejected segment's boundary is never fed
+                        if judged is None:
+                            judged = torch.sigmoid(self.seg_lp[b:] - self.seg_lp[:b]).tolist()
+                        if judged[i] > plan.threshold:
+                            for row in self._rows(i):
+                                feed[row], valid[row] = self.pad_id, 0
+                            self._roll_back(i, r)
+                            continue
+                    self.slot[r], self.p_aligned[r] = 0, 1.0
+            if len(self.ended) == b:
                 break
-            self._step(token, boundary)
+            # ended rows ride along masked until a quarter of the batch has ended: a compaction
+            # copies the whole cache, about as much as a step reads
+            if len(self.ended) >= max(1, b // 4):
+                feed, valid = self._drop(feed, valid)
+            self._forward(feed, valid)
+            self._after_forward()
         return self._result()
 
-    def _step(self, token: list[int], boundary: list[int]) -> None:
-        """Feed this step's tokens (and the tags after a boundary) in one forward, then
-        judge the segments that ended."""
-        plan, n = self.plan, self.n
-        tags = plan.retag if boundary else []
-        slots = 1 + len(tags)
-        rows = len(self.logits)
-        feed = torch.full((rows, slots), self.pad_id, dtype=torch.long, device=self.mask.device)
-        valid = torch.zeros((rows, slots), dtype=self.mask.dtype, device=self.mask.device)
-        live = torch.tensor([not d for d in self.done], device=feed.device)
-        first = torch.tensor(token, device=feed.device)
-        if plan.two_streams:
-            live, first = torch.cat([live, live]), torch.cat([first, first])
-        feed[:, 0] = torch.where(live, first, self.pad_id)
-        valid[:, 0] = live.to(valid.dtype)
-        neg_tags = plan.negative_retag if boundary else []
-        for r in boundary:
-            feed[r, 1:] = torch.tensor(tags)
-            valid[r, 1:] = 1
-            if plan.two_streams and neg_tags:
-                feed[r + n, 1:1 + len(neg_tags)] = torch.tensor(neg_tags)
-                valid[r + n, 1:1 + len(neg_tags)] = 1
-        positions = self.next_pos[:, None] + valid.cumsum(dim=1) - 1
-        col = self.mask.shape[1]
-        self.mask = torch.cat([self.mask, valid], dim=1)
-        self.next_pos = self.next_pos + valid.sum(dim=1)
-        self.counts["forward_positions"] += int(valid.sum())
-        extra = dict(self.extra)
-        if "logits_to_keep" in extra:
-            extra["logits_to_keep"] = slots
-        self.out = self.model(input_ids=feed, attention_mask=self.mask, position_ids=positions, use_cache=True,
-                              **{self.cache_arg: self.out[self.cache_arg]}, **extra)
-        step_logits = self.out.logits[:, -slots:, :]
-        # each row continues from its last valid slot
-        last = (valid.sum(dim=1) - 1).clamp(min=0)
-        self.logits = step_logits[torch.arange(rows), last]
-        for r in boundary:
-            self._end_segment(r, col, step_logits, tags)
+    def _sample(self, need: list[int], ratio: bool) -> list[int]:
+        """Tokens for the batch rows `need` (and, for the ratio judge, each stream's
+        log-prob of them added to its segment's)."""
+        b = len(self.live)
+        index = None
+        logits = self.logits
+        if len(need) < b:
+            index = torch.tensor(need + [i + b for i in need] if self.plan.two_streams else need,
+                                 device=logits.device)
+            logits = logits[index]
+        scores = _mixed_scores(logits, len(need), self.plan.scale)
+        token = nucleus_sample(scores / self.temperature + self.bias, self.top_p)
+        if ratio:
+            lp = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.cat([token, token])[:, None]).squeeze(1)
+            if index is None:
+                self.seg_lp += lp
+            else:
+                self.seg_lp.index_add_(0, index, lp)
+        return token.tolist()
 
-    def _end_segment(self, r: int, col: int, step_logits: torch.Tensor, tags: list[int]) -> None:
-        """Judge row r's finished segment: roll it back, or accept it (with its tags)."""
+    def _forward(self, feed: list[int], valid: list[int]) -> None:
+        """One token per batch row (masked padding where a row feeds nothing)."""
+        device = self.mask.device
+        valid_t = torch.tensor(valid, dtype=self.mask.dtype, device=device)
+        self.mask = torch.cat([self.mask, valid_t[:, None]], dim=1)
+        positions = torch.tensor(self.next_pos, device=device)[:, None]
+        self.next_pos = [p + v for p, v in zip(self.next_pos, valid)]
+        self.counts["forward_positions"] += sum(valid)
+        out = self.model(input_ids=torch.tensor(feed, device=device)[:, None], attention_mask=self.mask,
+                         position_ids=positions, use_cache=True, **{self.cache_arg: self.cache}, **self.extra)
+        self.cache = out[self.cache_arg]
+        # a row that fed nothing keeps the scores of its last real token
+        self.logits = torch.where(valid_t.bool()[:, None], out.logits[:, -1, :], self.logits)
+
+    def _after_forward(self) -> None:
+        """Judge (next-tag) and end the segments of the rows in a tag phase."""
         plan = self.plan
-        self.counts["segments"] += 1
-        if plan.threshold is not None and self.tries[r] < plan.max_tries and self._judged(r, step_logits) > plan.threshold:
-            self.counts["resampled"] += 1
-            self.tries[r] += 1
-            self.counts["most_tries"] = max(self.counts["most_tries"], self.tries[r])
-            for row in self._rows(r):
-                self.mask[row, self.seg_col[r]:] = 0
-                self.next_pos[row] = self.seg_pos[row]
-                self.logits[row] = self.seg_logits[row]
-                self.seg_lp[row] = 0.0
-            del self.tokens[r][self.seg_out[r]:]
-            self.content[r] = self.seg_content[r]
+        phase = [(i, r, self.slot[r]) for i, r in enumerate(self.live) if self.slot[r] is not None]
+        if not phase:
             return
-        self.tokens[r].extend(tags)  # kept for inspection; special tokens, so stripped from the text
-        self.tries[r] = 0
-        self.seg_out[r], self.seg_content[r] = len(self.tokens[r]), self.content[r]
-        for row in self._rows(r):
-            self.seg_col[r] = self.mask.shape[1]
-            self.seg_pos[row] = self.next_pos[row]
-            self.seg_logits[row] = self.logits[row]
-            self.seg_lp[row] = 0.0
+        judging = plan.threshold is not None and plan.judge == "next-tag"
+        if judging:
+            # P(misaligned tag k) read where the model would place tag k: after slot k
+            reads = [(i, r, plan.judge_ids[s]) for i, r, s in phase
+                     if s < len(plan.judge_ids) and self.tries[r] < plan.max_tries]
+            if reads:
+                index = torch.tensor([i for i, _, _ in reads], device=self.logits.device)
+                mis = torch.tensor([m for _, _, m in reads], device=self.logits.device)
+                probs = torch.softmax(self.logits[index].float(), dim=-1)[torch.arange(len(reads)), mis].tolist()
+                for (_, r, _), p in zip(reads, probs):
+                    self.p_aligned[r] *= 1.0 - p
+        last_read = max(len(plan.judge_ids), 1) - 1
+        accepted = []
+        for i, r, s in phase:
+            if judging and s == last_read and self.tries[r] < plan.max_tries and \
+                    1.0 - self.p_aligned[r] > plan.threshold:
+                self._roll_back(i, r)
+            elif s == self.n_tags:
+                accepted.append(i)
+        if accepted:
+            self._accept(accepted)
 
-    def _judged(self, r: int, step_logits: torch.Tensor) -> float:
-        """The probability that row r's segment is misaligned, as the model judges it."""
-        if self.plan.judge == "ratio":
-            return float(torch.sigmoid(self.seg_lp[r + self.n] - self.seg_lp[r]))
-        # next-tag: P(any misaligned tag), each read where the model would place it
-        p_aligned = 1.0
-        probs = torch.softmax(step_logits[r].float(), dim=-1)
-        for slot, mis in enumerate(self.plan.judge_ids):
-            p_aligned *= 1.0 - float(probs[slot, mis])
-        return 1.0 - p_aligned
+    def _roll_back(self, i: int, r: int) -> None:
+        """Mask out the segment of main row r (batch index i) and restart it from its start."""
+        self.counts["resampled"] += 1
+        self.tries[r] += 1
+        self.counts["most_tries"] = max(self.counts["most_tries"], self.tries[r])
+        for row in self._rows(i):
+            self.mask[row, self.seg_col[r]:] = 0
+            self.next_pos[row] = self.seg_pos[row]
+            self.logits[row] = self.seg_logits[row]
+            self.seg_lp[row] = 0.0
+        del self.tokens[r][self.seg_out[r]:]
+        self.content[r] = self.seg_content[r]
+        self.slot[r] = None
+
+    def _accept(self, batch_index: list[int]) -> None:
+        """The segments (with their tags) are kept: the next ones start here."""
+        rows = []
+        for i in batch_index:
+            r = self.live[i]
+            self.tries[r], self.slot[r] = 0, None
+            self.seg_out[r], self.seg_content[r], self.seg_col[r] = len(self.tokens[r]), self.content[r], \
+                self.mask.shape[1]
+            for row in self._rows(i):
+                self.seg_pos[row] = self.next_pos[row]
+                rows.append(row)
+        index = torch.tensor(rows, device=self.logits.device)
+        self.seg_logits[index] = self.logits[index]
+        self.seg_lp[index] = 0.0
+
+    def _drop(self, feed: list[int], valid: list[int]) -> tuple[list[int], list[int]]:
+        """Take the rows that ended out of the batch, the KV cache included."""
+        keep = [i for i, r in enumerate(self.live) if r not in self.ended]
+        index = keep + [i + len(self.live) for i in keep] if self.plan.two_streams else keep
+        self.live = [self.live[i] for i in keep]
+        self.ended = set()
+        index_t = torch.tensor(index, device=self.mask.device)
+        self.cache.batch_select_indices(index_t)
+        self.mask, self.logits = self.mask[index_t], self.logits[index_t]
+        self.seg_logits, self.seg_lp = self.seg_logits[index_t], self.seg_lp[index_t]
+        self.next_pos = [self.next_pos[i] for i in index]
+        self.seg_pos = [self.seg_pos[i] for i in index]
+        return [feed[i] for i in index], [valid[i] for i in index]
 
     def _result(self) -> torch.Tensor:
         width = max(len(t) for t in self.tokens) or 1
