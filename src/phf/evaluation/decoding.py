@@ -24,10 +24,11 @@ attention mask (both streams), the position ids restart where the segment starte
 the scores saved at the segment's start are sampled from again.
 
 Every forward is one token per row: after a boundary the tags are the row's next
-tokens, forced rather than sampled (a one-token forward per step costs about half of a
-two-token one, and the cache grows by one column a step). Rows that have ended leave the
-batch. With no plan, the loop does exactly what the plain sampler always did (same
-operations, same random draws).
+tokens, forced rather than sampled, so a step where a few rows end a line no longer
+widens the forward and the cache for every row. The cache grows in place (no copy of it
+per step), and rows that have ended leave the batch once a quarter of it has. With no
+plan, the loop does exactly what the plain sampler always did (same operations, same
+random draws).
 """
 
 from __future__ import annotations
