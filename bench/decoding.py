@@ -8,7 +8,7 @@ token relative to plain (guidance target <= 2.2x: two streams in one batched for
 retag and tag-aware <= 1.3x), and for rerank:n its total time against n x plain
 (target: within 10%).
 
-    .venv/bin/python bench/decoding.py [--run RUN_DIR] [--quick]
+    .venv/bin/python bench/decoding.py [--run RUN_DIR] [--quick] [--threads N]
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--run", default=str(DEFAULT_RUN), help="a conditional run folder (default: %(default)s)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int)
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 on a machine loaded by other jobs")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not (Path(args.run) / "config.yaml").exists():
         raise SystemExit(f"{args.run}: not a trained run; train one (python bench/findings.py --tasks pep8, or "
                          "phf sweep --task pep8 --objectives mle,conditional) or pass --run")
