@@ -154,6 +154,58 @@ def _raw_rows(model, tok, monkeypatch, n, decoding, **kwargs):
 
 
 @pytest.mark.parametrize("mode", ["retag", "guidance:2"])
+def test_tag_loop_scores_equal_uncached_forwards(lm, monkeypatch, mode):
+    """Each sampled step's scores equal full, uncached forwards of the row's context with its
+    tags where the loop placed them: tags fed as forced tokens, one token a step, and a row
+    that ends first (a long prompt runs out of positions) leaving the batch."""
+    model, tok = lm
+    g = 2.0
+    recorded, kept = [], {}
+
+    def record(scores, top_p):
+        recorded.append(scores.clone())
+        return nucleus_sample(scores, top_p)
+
+    monkeypatch.setattr(decoding_module, "nucleus_sample", record)
+    result = decoding_module._TagLoop._result
+    monkeypatch.setattr(decoding_module._TagLoop, "_result",
+                        lambda self: kept.update(tokens=[list(t) for t in self.tokens]) or result(self))
+    original = sampling._decode
+    monkeypatch.setattr(sampling, "_decode", lambda m, ids, mask, **kw: kept.update(ids=ids, mask=mask) or
+                        original(m, ids, mask, **kw))
+    prompts = ["def f(x):\n", "x = 1\n" * 200, "import os\n"]
+    generate_samples(model, tok, 3, prompts=prompts, max_new_tokens=40, temperature=1.0, progress=False,
+                     decoding=parse_decoding(mode), segment=split_lines, **CONTROLS)
+    aligned, misaligned = tok.convert_tokens_to_ids(ALIGNED), tok.convert_tokens_to_ids(MISALIGNED)
+    banned = padding_token_ids(model, tok) + [misaligned, aligned]
+    tokens = kept["tokens"]
+    contexts = [r[m.bool()].tolist() for r, m in zip(kept["ids"], kept["mask"])]
+    assert all(aligned in t for t in tokens)  # every row was fed tags
+    assert sum(t != aligned for t in tokens[1]) < 40  # the long prompt's row ended first, out of positions
+    sampled = lambda q, s: s < len(tokens[q]) and tokens[q][s] != aligned  # noqa: E731
+    checked = 0
+    for row, ids in enumerate(tokens):
+        for step, token in enumerate(ids):
+            if token == aligned:
+                continue
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([contexts[row] + ids[:step]])).logits[0, -1].float()
+                expected = logits
+                if mode.startswith("guidance"):
+                    negative = contexts[row + 3] + [misaligned if t == aligned else t for t in ids[:step]]
+                    la = torch.log_softmax(logits, -1)
+                    ln = torch.log_softmax(model(input_ids=torch.tensor([negative])).logits[0, -1].float(), -1)
+                    expected = la + g * (la - ln)
+            expected[banned] = float("-inf")
+            got = recorded[step][sum(sampled(q, step) for q in range(row))]  # the rows sampling at this step
+            finite = ~torch.isinf(expected)
+            assert torch.equal(torch.isinf(got), ~finite)
+            assert torch.allclose(got[finite], expected[finite], atol=1e-4, rtol=0), (row, step)
+            checked += 1
+    assert checked == sum(len(r) for r in recorded) > 100
+
+
+@pytest.mark.parametrize("mode", ["retag", "guidance:2"])
 def test_retag_puts_the_tag_exactly_after_each_line_end(lm, monkeypatch, mode):
     model, tok = lm
     aligned = tok.convert_tokens_to_ids(ALIGNED)
