@@ -39,8 +39,12 @@ CORPORA = {"pii": "debian-docs"}
 
 def wait_for(out: Path, seeds: list[int]) -> None:
     """Until the MLE and conditional runs of every seed are evaluated."""
-    want = [out / run / f"seed-{s}" / "results.json" for run in ("mle", "conditional") for s in seeds]
-    while not all(p.exists() for p in want):
+    from phf.sweep import seed_dir  # a sweep grown seed by seed keeps its first seed's runs flat
+
+    def want():
+        return [seed_dir(out, run, s, one_seed=False) / "results.json" for run in ("mle", "conditional") for s in seeds]
+
+    while not all(p.exists() for p in want()):
         time.sleep(30)
     time.sleep(60)  # and its report stage, which follows the last evaluation
 
