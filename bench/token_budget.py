@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import ROOT, commit, cores, cpu_name  # noqa: E402
+from phf.sweep import seed_dir  # noqa: E402  (a sweep grown seed by seed keeps its first seed flat)
 
 SEEDS = (42, 43, 44)
 DEMO_BUDGET = 800_000
@@ -77,7 +78,7 @@ def load(budget: int) -> dict[int, dict]:
     for seed in SEEDS:
         pair = {}
         for run in ("mle", "conditional"):
-            path = folder(budget) / run / f"seed-{seed}" / "results.json"
+            path = seed_dir(folder(budget), run, seed, one_seed=False) / "results.json"
             if path.exists():
                 pair[run] = json.loads(path.read_text())
         if len(pair) == 2:
@@ -85,12 +86,23 @@ def load(budget: int) -> dict[int, dict]:
     return out
 
 
+def published_rows() -> dict[int, dict]:
+    """budget -> the row published in runs.json (the runs may not be on this machine)."""
+    path = DEST / "runs.json"
+    return {r["budget"]: r for r in json.loads(path.read_text()).get("rows", [])} if path.exists() else {}
+
+
 def summarize(budgets=BUDGETS) -> list[dict]:
+    """A row per budget from its runs on disk; where the published row has more seeds
+    than the disk (runs from another machine), the published row stands."""
     from phf.evaluation.intervals import mean_ci
 
-    rows = []
+    rows, published = [], published_rows()
     for budget in budgets:
         seeds = load(budget)
+        if len(seeds) < len(published.get(budget, {}).get("seeds", [])):
+            rows.append(published[budget])
+            continue
         if not seeds:
             continue
         row = {"budget": budget, "tokens": seeds[min(seeds)]["mle"]["num_tokens"], "seeds": sorted(seeds)}

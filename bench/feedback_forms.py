@@ -1,0 +1,121 @@
+"""In what form the feedback enters (issue 24, item 6), on PEP8: MLE, conditional training
+with the paper's two tokens, with 4 quantile tokens, with the score as text, with a 10%
+cooldown without tokens (evaluated with and without the aligned prefix), token-level
+masking and document filtering, at the findings' budget, grown one seed at a time.
+
+    python bench/feedback_forms.py                    # seeds 42, 43, 44
+    python bench/feedback_forms.py --seeds 42         # one seed (no interval across seeds)
+    python bench/feedback_forms.py --publish-only     # publish the runs that exist
+
+The runs are a `phf sweep` in runs/findings/pep8 (the same folder as bench/findings.py's
+PEP8 runs: MLE and conditional training are shared, not trained again), with the
+unconditional scenario only. The runs with a cooldown phase or conditional training are
+then evaluated again without the aligned prefix (`eval.aligned_prefix=false`, into
+`<run>/noprefix/`): does the model stay aligned when nothing asks it to? Published to
+docs/findings/pep8/feedback-forms/ (the sweep's report, runs.json, noprefix.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from findings import publish, run  # noqa: E402
+from provenance import ROOT  # noqa: E402
+
+TASK = "pep8"
+OBJECTIVES = "mle,conditional,filtering,mask,conditional-cooldown,conditional-quantiles,conditional-score-text"
+PLAN = "feedback-forms"
+#: the runs evaluated again without the aligned prefix
+NOPREFIX = ("conditional", "conditional-cooldown")
+OUT = ROOT / "runs" / "findings"
+
+
+def evaluate_without_prefix(sweep: Path) -> list[dict]:
+    """Each NOPREFIX run of every seed evaluated with `eval.aligned_prefix=false` (what is
+    missing only); returns one row per run and seed, with and without the prefix."""
+    from phf.config import load_config
+    from phf.decode_sweep import sweep_runs
+    from phf.evaluation.evaluate import evaluate_run
+    from phf.runfiles import RunFiles, read_json
+
+    rows = []
+    for run_dir in sweep_runs(sweep):
+        name = run_dir.parent.name if run_dir.name.startswith("seed-") else run_dir.name
+        if name not in NOPREFIX:
+            continue
+        cfg = load_config([str(RunFiles(run_dir).config)])
+        target = run_dir / "noprefix"
+        if not RunFiles(target).results.exists():
+            e = cfg.eval.model_copy(update={"aligned_prefix": False, "kl_reference": None, "scenarios": []})
+            evaluate_run(run_dir, e, cfg.task, out_dir=target, heldout=False)
+        with_prefix = read_json(RunFiles(run_dir).results)["scenarios"]["unconditional"]
+        without = read_json(RunFiles(target).results)["scenarios"]["unconditional"]
+        rows.append({"run": name, "seed": cfg.training.seed, "with_prefix": with_prefix["misalignment"],
+                     "without_prefix": without["misalignment"]})
+    return rows
+
+
+def noprefix_table(rows: list[dict], mle: dict[int, float]) -> str:
+    from phf.evaluation.intervals import mean_ci
+
+    lines = ["# PEP8: conditional training evaluated with and without the aligned prefix", "",
+             "Misalignment of 1000 unconditional samples; x MLE: over the MLE run of the same seed. "
+             "Mean over seeds (± half-width of the 95% t interval from 2 seeds on).", "",
+             "| run | seeds | with prefix ↓ | without prefix ↓ | with, x MLE | without, x MLE |",
+             "|---|---:|---:|---:|---:|---:|"]
+
+    def cell(values):
+        ci = mean_ci(values)
+        return f"{ci.value:.4f}" + (f" ± {(ci.hi - ci.lo) / 2:.4f}" if ci.lo is not None else "")
+
+    for name in NOPREFIX:
+        mine = [r for r in rows if r["run"] == name and r["seed"] in mle]
+        if not mine:
+            continue
+        cols = [cell([r[k] for r in mine]) for k in ("with_prefix", "without_prefix")]
+        ratios = [cell([r[k] / mle[r["seed"]] for r in mine]) for k in ("with_prefix", "without_prefix")]
+        lines.append(f"| {name} | {len(mine)} | {cols[0]} | {cols[1]} | {ratios[0]} | {ratios[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def publish_noprefix(sweep: Path) -> str:
+    from phf.decode_sweep import sweep_runs
+    from phf.runfiles import RunFiles, read_json
+
+    rows = evaluate_without_prefix(sweep)
+    mle = {}
+    for run_dir in sweep_runs(sweep):
+        if (run_dir.parent.name if run_dir.name.startswith("seed-") else run_dir.name) == "mle":
+            results = read_json(RunFiles(run_dir).results)
+            mle[results["seed"]] = results["scenarios"]["unconditional"]["misalignment"]
+    text = noprefix_table(rows, mle)
+    dest = ROOT / "docs" / "findings" / TASK / PLAN
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "noprefix.md").write_text(text)
+    (dest / "noprefix.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="42,43,44")
+    p.add_argument("--publish-only", action="store_true", help="no training: evaluate without the prefix "
+                   "what is missing and publish")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if not args.publish_only:
+        for k in range(1, len(seeds) + 1):
+            meta = run(TASK, seeds[:k], OUT, ["eval.scenarios=[]"], OBJECTIVES, "none")
+            publish(TASK, OUT, meta, PLAN)
+            print(publish_noprefix(OUT / TASK), flush=True)
+    else:
+        print(publish_noprefix(OUT / TASK), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
