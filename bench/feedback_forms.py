@@ -34,64 +34,53 @@ NOPREFIX = ("conditional", "conditional-cooldown")
 OUT = ROOT / "runs" / "findings"
 
 
-def evaluate_without_prefix(sweep: Path) -> list[dict]:
+def evaluate_without_prefix(sweep: Path) -> tuple[list[dict], dict[int, float]]:
     """Each NOPREFIX run of every seed evaluated with `eval.aligned_prefix=false` (what is
-    missing only); returns one row per run and seed, with and without the prefix."""
+    missing only). Returns a row per run, seed and prefix (with / without), and seed ->
+    the MLE run's misalignment."""
     from phf.config import load_config
-    from phf.decode_sweep import sweep_runs
+    from phf.decode_sweep import _name_and_seed, sweep_runs
     from phf.evaluation.evaluate import evaluate_run
     from phf.runfiles import RunFiles, read_json
 
-    rows = []
+    rows, mle = [], {}
     for run_dir in sweep_runs(sweep):
-        name = run_dir.parent.name if run_dir.name.startswith("seed-") else run_dir.name
+        cfg = load_config([str(RunFiles(run_dir).config)])
+        name, seed = _name_and_seed(run_dir, cfg)
+        misalignment = read_json(RunFiles(run_dir).results)["scenarios"]["unconditional"]["misalignment"]
+        if name == "mle":
+            mle[seed] = misalignment
         if name not in NOPREFIX:
             continue
-        cfg = load_config([str(RunFiles(run_dir).config)])
         target = run_dir / "noprefix"
         if not RunFiles(target).results.exists():
             e = cfg.eval.model_copy(update={"aligned_prefix": False, "kl_reference": None, "scenarios": []})
             evaluate_run(run_dir, e, cfg.task, out_dir=target, heldout=False)
-        with_prefix = read_json(RunFiles(run_dir).results)["scenarios"]["unconditional"]
-        without = read_json(RunFiles(target).results)["scenarios"]["unconditional"]
-        rows.append({"run": name, "seed": cfg.training.seed, "with_prefix": with_prefix["misalignment"],
-                     "without_prefix": without["misalignment"]})
-    return rows
+        without = read_json(RunFiles(target).results)["scenarios"]["unconditional"]["misalignment"]
+        rows += [{"run": name, "seed": seed, "prefix": True, "misalignment": misalignment},
+                 {"run": name, "seed": seed, "prefix": False, "misalignment": without}]
+    return rows, mle
 
 
 def noprefix_table(rows: list[dict], mle: dict[int, float]) -> str:
-    from phf.evaluation.intervals import mean_ci
+    from phf.decode_sweep import _cell, _ratio_cell  # the decoding tables' cells: mean ± 95% t; ratio, verdict
 
     lines = ["# PEP8: conditional training evaluated with and without the aligned prefix", "",
-             "Misalignment of 1000 unconditional samples; x MLE: over the MLE run of the same seed. "
-             "Mean over seeds (± half-width of the 95% t interval from 2 seeds on).", "",
-             "| run | seeds | with prefix ↓ | without prefix ↓ | with, x MLE | without, x MLE |",
-             "|---|---:|---:|---:|---:|---:|"]
-
-    def cell(values):
-        ci = mean_ci(values)
-        return f"{ci.value:.4f}" + (f" ± {(ci.hi - ci.lo) / 2:.4f}" if ci.lo is not None else "")
-
+             "Misalignment of 1000 unconditional samples, mean ± half-width of the 95% t interval over seeds; "
+             "x MLE: the mean over seeds of misalignment over the MLE run's of the same seed, with its "
+             "interval and the paired verdict.", "",
+             "| run | prefix | seeds | misalignment ↓ | x MLE (95%) |", "|---|---|---:|---:|---|"]
     for name in NOPREFIX:
-        mine = [r for r in rows if r["run"] == name and r["seed"] in mle]
-        if not mine:
-            continue
-        cols = [cell([r[k] for r in mine]) for k in ("with_prefix", "without_prefix")]
-        ratios = [cell([r[k] / mle[r["seed"]] for r in mine]) for k in ("with_prefix", "without_prefix")]
-        lines.append(f"| {name} | {len(mine)} | {cols[0]} | {cols[1]} | {ratios[0]} | {ratios[1]} |")
+        for prefix in (True, False):
+            mine = [r for r in rows if r["run"] == name and r["prefix"] is prefix and r["seed"] in mle]
+            if mine:
+                lines.append(f"| {name} | {'with' if prefix else 'without'} | {len(mine)} | "
+                             f"{_cell([r['misalignment'] for r in mine], '.4f')} | {_ratio_cell(mine, mle)} |")
     return "\n".join(lines) + "\n"
 
 
 def publish_noprefix(sweep: Path) -> str:
-    from phf.decode_sweep import sweep_runs
-    from phf.runfiles import RunFiles, read_json
-
-    rows = evaluate_without_prefix(sweep)
-    mle = {}
-    for run_dir in sweep_runs(sweep):
-        if (run_dir.parent.name if run_dir.name.startswith("seed-") else run_dir.name) == "mle":
-            results = read_json(RunFiles(run_dir).results)
-            mle[results["seed"]] = results["scenarios"]["unconditional"]["misalignment"]
+    rows, mle = evaluate_without_prefix(sweep)
     text = noprefix_table(rows, mle)
     dest = ROOT / "docs" / "findings" / TASK / PLAN
     dest.mkdir(parents=True, exist_ok=True)
