@@ -94,6 +94,19 @@ def run(task: str, seeds: list[int], out_root: Path, extra: list[str], objective
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
+def share(main: Path, out: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Sweep folder `out` sharing `main`'s scored corpus and tokenizer (and the runs named
+    in `extra`, e.g. its MLE run) through links, so only what differs is trained."""
+    if not (main / "scored.jsonl.summary.json").exists() or not (main / "tokenizer" / "tokenizer.json").exists():
+        raise SystemExit(f"{main} has no scored corpus and tokenizer yet: run "
+                         f"`python bench/findings.py --tasks {main.name} --objectives mle,conditional --finetune none` first")
+    out.mkdir(parents=True, exist_ok=True)
+    for item in ["tokenizer", *extra, *(p.name for p in main.glob("scored.jsonl*") if not p.name.endswith(".lock"))]:
+        if not (out / item).exists():
+            (out / item).symlink_to((main / item).resolve())
+    return out
+
+
 def publish(task: str, out_root: Path, meta: dict, plan: str, folder: str | None = None) -> None:
     """Copy the report and every run's results next to the command that made them."""
     src, dest = out_root / (folder or task), ROOT / "docs" / "findings" / task / plan

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from findings import share  # noqa: E402
 from provenance import ROOT, commit, cores, cpu_name  # noqa: E402
 from phf.sweep import seed_dir  # noqa: E402  (a sweep grown seed by seed keeps its first seed flat)
 
@@ -46,16 +47,7 @@ def folder(budget: int) -> Path:
 def prepare(budget: int) -> Path:
     """The budget's sweep folder, sharing the demo sweep's scored corpus and tokenizer."""
     out, main = folder(budget), folder(DEMO_BUDGET)
-    if out == main:
-        return out
-    if not (main / "scored.jsonl.summary.json").exists() or not (main / "tokenizer" / "tokenizer.json").exists():
-        raise SystemExit(f"{main} has no scored corpus and tokenizer yet: run "
-                         "`python bench/findings.py --tasks pep8 --objectives mle,conditional --finetune none` first")
-    out.mkdir(parents=True, exist_ok=True)
-    for item in ["tokenizer", *(p.name for p in main.glob("scored.jsonl*") if not p.name.endswith(".lock"))]:
-        if not (out / item).exists():
-            (out / item).symlink_to((main / item).resolve())
-    return out
+    return out if out == main else share(main, out)
 
 
 def train(budget: int) -> dict:

@@ -1,0 +1,42 @@
+"""When the feedback enters (issue 24, item 6), on PEP8: conditional training from 0%,
+20% or 60% of one run (MLE before it, one optimizer and learning-rate schedule) and MLE
+to 50% followed by conditional finetuning, next to MLE, at the findings' budget and seeds.
+
+    python bench/intervention_timing.py                 # seeds 42, 43, 44; continues where it stopped
+    python bench/intervention_timing.py --seeds 42      # one seed (no interval across seeds)
+
+A `phf sweep --start-at 0,0.2,0.6` in runs/findings/pep8-timing that shares the PEP8
+findings sweep's scored corpus, tokenizer and MLE runs (linked, not trained again), with
+the unconditional scenario only. Published to docs/findings/pep8/intervention-timing/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from findings import publish, run, share  # noqa: E402
+from provenance import ROOT  # noqa: E402
+
+TASK, FOLDER, PLAN = "pep8", "pep8-timing", "intervention-timing"
+OUT = ROOT / "runs" / "findings"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="42,43,44")
+    p.add_argument("--start-at", default="0,0.2,0.6")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    share(OUT / TASK, OUT / FOLDER, extra=("mle",))  # MLE's runs of every seed are the findings sweep's
+    for k in range(1, len(seeds) + 1):  # seed by seed, published as each finishes
+        meta = run(TASK, seeds[:k], OUT, ["eval.scenarios=[]", "--start-at", args.start_at], "conditional",
+                   "conditional", folder=FOLDER)
+        publish(TASK, OUT, meta, PLAN, folder=FOLDER)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
