@@ -96,12 +96,12 @@ def run(task: str, seeds: list[int], out_root: Path, extra: list[str], objective
 
 def share(main: Path, out: Path, extra: tuple[str, ...] = ()) -> Path:
     """Sweep folder `out` sharing `main`'s scored corpus and tokenizer (and the runs named
-    in `extra`, e.g. its MLE run) through links, so only what differs is trained."""
+    in `extra` that it has, e.g. its MLE run) through links, so only what differs is trained."""
     if not (main / "scored.jsonl.summary.json").exists() or not (main / "tokenizer" / "tokenizer.json").exists():
         raise SystemExit(f"{main} has no scored corpus and tokenizer yet: run "
                          f"`python bench/findings.py --tasks {main.name} --objectives mle,conditional --finetune none` first")
     out.mkdir(parents=True, exist_ok=True)
-    for item in ["tokenizer", *extra, *(p.name for p in main.glob("scored.jsonl*") if not p.name.endswith(".lock"))]:
+    for item in ["tokenizer", *(e for e in extra if (main / e).exists()), *(p.name for p in main.glob("scored.jsonl*") if not p.name.endswith(".lock"))]:
         if not (out / item).exists():
             (out / item).symlink_to((main / item).resolve())
     return out
