@@ -36,8 +36,8 @@ OUT = ROOT / "runs" / "findings"
 
 def evaluate_without_prefix(sweep: Path) -> tuple[list[dict], dict[int, float]]:
     """Each NOPREFIX run of every seed evaluated with `eval.aligned_prefix=false` (what is
-    missing only). Returns a row per run, seed and prefix (with / without), and seed ->
-    the MLE run's misalignment."""
+    missing only). Returns a row per run and seed with the prefix (every run) and without
+    it (the NOPREFIX runs), and seed -> the MLE run's misalignment."""
     from phf.config import load_config
     from phf.decode_sweep import _name_and_seed, sweep_runs
     from phf.evaluation.evaluate import evaluate_run
@@ -47,9 +47,12 @@ def evaluate_without_prefix(sweep: Path) -> tuple[list[dict], dict[int, float]]:
     for run_dir in sweep_runs(sweep):
         cfg = load_config([str(RunFiles(run_dir).config)])
         name, seed = _name_and_seed(run_dir, cfg)
-        misalignment = read_json(RunFiles(run_dir).results)["scenarios"]["unconditional"]["misalignment"]
+        results = read_json(RunFiles(run_dir).results)
+        misalignment = results["scenarios"]["unconditional"]["misalignment"]
         if name == "mle":
             mle[seed] = misalignment
+        rows.append({"run": name, "seed": seed, "prefix": True, "misalignment": misalignment,
+                     "heldout_loss": results.get("heldout_loss")})
         if name not in NOPREFIX:
             continue
         target = run_dir / "noprefix"
@@ -57,26 +60,47 @@ def evaluate_without_prefix(sweep: Path) -> tuple[list[dict], dict[int, float]]:
             e = cfg.eval.model_copy(update={"aligned_prefix": False, "kl_reference": None, "scenarios": []})
             evaluate_run(run_dir, e, cfg.task, out_dir=target, heldout=False)
         without = read_json(RunFiles(target).results)["scenarios"]["unconditional"]["misalignment"]
-        rows += [{"run": name, "seed": seed, "prefix": True, "misalignment": misalignment},
-                 {"run": name, "seed": seed, "prefix": False, "misalignment": without}]
+        rows.append({"run": name, "seed": seed, "prefix": False, "misalignment": without})
     return rows, mle
+
+
+def _seeds_of(rows: list[dict], mle: dict[int, float], name: str, prefix: bool) -> list[dict]:
+    """The rows of run `name` with or without the prefix, at the seeds that have an MLE run."""
+    return [r for r in rows if r["run"] == name and r["prefix"] is prefix and r["seed"] in mle]
+
+
+def _page(title: str, intro: str, columns: dict[str, str], body: list[str]) -> str:
+    """A Markdown page: a title, a paragraph and one table (`columns`: header -> alignment)."""
+    return "\n".join([f"# {title}", "", intro, "", f"| {' | '.join(columns)} |",
+                      "|" + "".join("---:|" if a == "right" else "---|" for a in columns.values()), *body]) + "\n"
 
 
 def noprefix_table(rows: list[dict], mle: dict[int, float]) -> str:
     from phf.decode_sweep import _cell, _ratio_cell  # the decoding tables' cells: mean ± 95% t; ratio, verdict
 
-    lines = ["# PEP8: conditional training evaluated with and without the aligned prefix", "",
-             "Misalignment of 1000 unconditional samples, mean ± half-width of the 95% t interval over seeds; "
-             "x MLE: the mean over seeds of misalignment over the MLE run's of the same seed, with its "
-             "interval and the paired verdict.", "",
-             "| run | prefix | seeds | misalignment ↓ | x MLE (95%) |", "|---|---|---:|---:|---|"]
-    for name in NOPREFIX:
-        for prefix in (True, False):
-            mine = [r for r in rows if r["run"] == name and r["prefix"] is prefix and r["seed"] in mle]
-            if mine:
-                lines.append(f"| {name} | {'with' if prefix else 'without'} | {len(mine)} | "
-                             f"{_cell([r['misalignment'] for r in mine], '.4f')} | {_ratio_cell(mine, mle)} |")
-    return "\n".join(lines) + "\n"
+    body = [f"| {name} | {'with' if prefix else 'without'} | {len(mine)} | "
+            f"{_cell([r['misalignment'] for r in mine], '.4f')} | {_ratio_cell(mine, mle)} |"
+            for name in NOPREFIX for prefix in (True, False) if (mine := _seeds_of(rows, mle, name, prefix))]
+    return _page("PEP8: conditional training evaluated with and without the aligned prefix",
+                 "Misalignment of 1000 unconditional samples, mean ± half-width of the 95% t interval over seeds; "
+                 "x MLE: the mean over seeds of misalignment over the MLE run's of the same seed, with its "
+                 "interval and the paired verdict.",
+                 {"run": "left", "prefix": "left", "seeds": "right", "misalignment ↓": "right",
+                  "x MLE (95%)": "left"}, body)
+
+
+def ratio_table(rows: list[dict], mle: dict[int, float]) -> str:
+    """Every run's misalignment over MLE's of the same seed (the README's table)."""
+    from phf.decode_sweep import _cell, _ratio_cell
+
+    body = [f"| {name} | {len(mine)} | {_ratio_cell(mine, mle)} | {_cell([r['heldout_loss'] for r in mine], '.3f')} |"
+            for name in dict.fromkeys(r["run"] for r in rows) if name != "mle"
+            if (mine := _seeds_of(rows, mle, name, True))]
+    return _page("PEP8: each form of the feedback against MLE",
+                 "Misalignment of 1000 unconditional samples (with the aligned prefix) over the MLE run's of the "
+                 "same seed: the mean over seeds with its 95% t interval and the paired verdict; held-out loss: "
+                 "mean ± half-width of the 95% t interval over seeds.",
+                 {"run": "left", "seeds": "right", "x MLE (95%)": "left", "held-out loss ↓": "right"}, body)
 
 
 def publish_noprefix(sweep: Path) -> str:
@@ -85,6 +109,7 @@ def publish_noprefix(sweep: Path) -> str:
     dest = ROOT / "docs" / "findings" / TASK / PLAN
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "noprefix.md").write_text(text)
+    (dest / "ratios.md").write_text(ratio_table(rows, mle))
     (dest / "noprefix.json").write_text(json.dumps(rows, indent=1) + "\n")
     return text
 
