@@ -34,10 +34,11 @@ NOPREFIX = ("conditional", "conditional-cooldown")
 OUT = ROOT / "runs" / "findings"
 
 
-def evaluate_without_prefix(sweep: Path) -> tuple[list[dict], dict[int, float]]:
-    """Each NOPREFIX run of every seed evaluated with `eval.aligned_prefix=false` (what is
-    missing only). Returns a row per run and seed with the prefix (every run) and without
-    it (the NOPREFIX runs), and seed -> the MLE run's misalignment."""
+def sweep_rows(sweep: Path, noprefix: tuple[str, ...] = ()) -> tuple[list[dict], dict[int, float]]:
+    """A row per run and seed of the sweep (unconditional misalignment with the aligned
+    prefix, held-out loss), and seed -> the MLE run's misalignment. The runs named in
+    `noprefix` are also evaluated with `eval.aligned_prefix=false` (what is missing only,
+    into `<run>/noprefix/`), each a row of its own."""
     from phf.config import load_config
     from phf.decode_sweep import _name_and_seed, sweep_runs
     from phf.evaluation.evaluate import evaluate_run
@@ -53,7 +54,7 @@ def evaluate_without_prefix(sweep: Path) -> tuple[list[dict], dict[int, float]]:
             mle[seed] = misalignment
         rows.append({"run": name, "seed": seed, "prefix": True, "misalignment": misalignment,
                      "heldout_loss": results.get("heldout_loss")})
-        if name not in NOPREFIX:
+        if name not in noprefix:
             continue
         target = run_dir / "noprefix"
         if not RunFiles(target).results.exists():
@@ -89,14 +90,14 @@ def noprefix_table(task: str, rows: list[dict], mle: dict[int, float]) -> str:
                   "x MLE (95%)": "left"}, body)
 
 
-def ratio_table(task: str, rows: list[dict], mle: dict[int, float]) -> str:
+def ratio_table(task: str, rows: list[dict], mle: dict[int, float], what: str = "each form of the feedback") -> str:
     """Every run's misalignment over MLE's of the same seed (the README's table)."""
     from phf.decode_sweep import _cell, _ratio_cell
 
     body = [f"| {name} | {len(mine)} | {_ratio_cell(mine, mle)} | {_cell([r['heldout_loss'] for r in mine], '.3f')} |"
             for name in dict.fromkeys(r["run"] for r in rows) if name != "mle"
             if (mine := _seeds_of(rows, mle, name, True))]
-    return _page(f"{task.upper()}: each form of the feedback against MLE",
+    return _page(f"{task.upper()}: {what} against MLE",
                  "Misalignment of 1000 unconditional samples (with the aligned prefix) over the MLE run's of the "
                  "same seed: the mean over seeds with its 95% t interval and the paired verdict; held-out loss: "
                  "mean ± half-width of the 95% t interval over seeds.",
@@ -104,7 +105,7 @@ def ratio_table(task: str, rows: list[dict], mle: dict[int, float]) -> str:
 
 
 def publish_noprefix(task: str) -> str:
-    rows, mle = evaluate_without_prefix(OUT / task)
+    rows, mle = sweep_rows(OUT / task, NOPREFIX)
     text = noprefix_table(task, rows, mle)
     dest = ROOT / "docs" / "findings" / task / PLAN
     dest.mkdir(parents=True, exist_ok=True)
